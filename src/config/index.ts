@@ -1,0 +1,89 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { CofferError } from '../core/errors';
+import { Secret } from './secret';
+
+export { Secret } from './secret';
+
+export const MIN_BACKUP_KEY_LENGTH = 20;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const schema = z.object({
+  DATABASE_URL: z
+    .string()
+    .trim()
+    .min(1)
+    .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must start with postgres:// or postgresql://')
+    .optional(),
+  DATA_DIR: z.string().trim().min(1).default('./var'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8000),
+  HOST: z.string().trim().min(1).default('127.0.0.1'),
+  BACKUP_KEY: z.string().optional(),
+  LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  UPLOAD_MAX_BYTES: z.coerce.number().int().positive().default(100 * 1024 * 1024),
+  SESSION_TTL_HOURS: z.coerce.number().positive().default(24 * 14),
+  COOKIE_SECURE: z.enum(['auto', 'true', 'false']).default('auto'),
+  TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+});
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  /** Undefined: use the embedded PostgreSQL under `<dataDir>/pg`. */
+  databaseUrl?: Secret;
+  /** Absolute path. */
+  dataDir: string;
+  port: number;
+  host: string;
+  /** Set only when it is usable (at least 20 characters). */
+  backupKey?: Secret;
+  /** Why backups are disabled, when they are. */
+  backupDisabledReason?: string;
+  logLevel: LogLevel;
+  uploadMaxBytes: number;
+  sessionTtlMs: number;
+  cookieSecure: 'auto' | boolean;
+  trustProxy: boolean;
+}
+
+/** The environment variables coffer reads; everything else is ignored. */
+export const CONFIG_VARIABLES = Object.keys(schema.shape);
+
+/**
+ * Reads and validates the configuration. This is the only place that reads process.env (callers pass
+ * it in); every problem is reported at once, and values are never echoed back (they may be secrets).
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Record<string, string>> = {}): Config {
+  const input: Record<string, string | undefined> = {};
+  for (const name of CONFIG_VARIABLES) {
+    const value = overrides[name] ?? env[name];
+    // An empty variable counts as unset, as docker-compose writes `VAR=` for absent values.
+    input[name] = value === '' ? undefined : value;
+  }
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'config'}: ${issue.message}`);
+    throw new CofferError('E_CONFIG', `invalid configuration: ${problems.join('; ')}`, { details: { problems } });
+  }
+  const v = parsed.data;
+  const config: Config = {
+    dataDir: path.resolve(v.DATA_DIR),
+    port: v.PORT,
+    host: v.HOST,
+    logLevel: v.LOG_LEVEL,
+    uploadMaxBytes: v.UPLOAD_MAX_BYTES,
+    sessionTtlMs: v.SESSION_TTL_HOURS * 3600_000,
+    cookieSecure: v.COOKIE_SECURE === 'auto' ? 'auto' : v.COOKIE_SECURE === 'true',
+    trustProxy: v.TRUST_PROXY === 'true',
+  };
+  if (v.DATABASE_URL) config.databaseUrl = new Secret(v.DATABASE_URL);
+  if (v.BACKUP_KEY === undefined) {
+    config.backupDisabledReason = 'BACKUP_KEY is not set';
+  } else if (v.BACKUP_KEY.length < MIN_BACKUP_KEY_LENGTH) {
+    config.backupDisabledReason = `BACKUP_KEY is shorter than ${MIN_BACKUP_KEY_LENGTH} characters`;
+  } else {
+    config.backupKey = new Secret(v.BACKUP_KEY);
+  }
+  return config;
+}

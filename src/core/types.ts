@@ -1,0 +1,13 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * Bytes that can be read at any offset: a plain file, or the plaintext view of an encrypted archive.
+ * The zip reader only needs this, so it works the same on both.
+ */
+export interface RandomAccessSource {
+  /** Total size in bytes. */
+  readonly size: number;
+  /** A stream of the bytes in [start, end) (end exclusive). */
+  createReadStream(start: number, end: number): Readable;
+  close(): Promise<void>;
+}
