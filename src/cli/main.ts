@@ -1,0 +1,49 @@
+import { Command, CommanderError } from 'commander';
+import { CofferError, errorMessage, isCofferError } from '../core/errors';
+import { registerDemo } from './commands/demo';
+import { registerMigrate } from './commands/migrate';
+import { registerServe } from './commands/serve';
+import { registerUsers } from './commands/users';
+import { registerArchiveCommands } from './commands/archive';
+
+const VERSION = '0.1.0';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('coffer')
+    .description('coffer: consistent, optionally encrypted backups of a PostgreSQL-backed service')
+    .version(VERSION)
+    .showHelpAfterError()
+    .exitOverride();
+  registerServe(program);
+  registerMigrate(program);
+  registerUsers(program);
+  registerDemo(program);
+  registerArchiveCommands(program);
+  return program;
+}
+
+/** The only place where errors become exit codes and messages. */
+export async function main(argv: string[]): Promise<void> {
+  // A fixed title: argv may hold file names an operator typed, never secrets, but keep ps output short.
+  process.title = ['coffer', argv[2]].filter(Boolean).join(' ');
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version print and exit 0; usage errors were already printed by commander
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    if (isCofferError(err)) {
+      process.stderr.write(`coffer: ${err.message} [${err.code}]\n`);
+      process.exitCode = err.exitCode;
+      return;
+    }
+    process.stderr.write(`coffer: unexpected error: ${errorMessage(err)}\n`);
+    if (process.env.LOG_LEVEL === 'debug' || process.env.LOG_LEVEL === 'trace') process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+    process.exitCode = new CofferError('E_INTERNAL', '').exitCode;
+  }
+}

@@ -1,0 +1,45 @@
+import { loadConfig, type Config } from '../config';
+import { openDatabase, type Database } from '../db/connect';
+import { migrate } from '../db/migrate';
+import { createLogger, type Logger } from '../log';
+
+export interface Runtime {
+  config: Config;
+  log: Logger;
+}
+
+/**
+ * Config and logger for one command. Commands other than `serve` log warnings only unless LOG_LEVEL
+ * is set: their output is for people (stdout) and logs stay on stderr.
+ */
+export function runtime(opts: { quietByDefault?: boolean; overrides?: Record<string, string> } = {}): Runtime {
+  const config = loadConfig(process.env, opts.overrides);
+  const level = opts.quietByDefault && !process.env.LOG_LEVEL ? 'warn' : config.logLevel;
+  return { config, log: createLogger(level) };
+}
+
+/** Opens the database (embedded or DATABASE_URL), optionally migrates, runs fn, and closes. */
+export async function withDatabase<T>(rt: Runtime, fn: (db: Database) => Promise<T>, opts: { migrate?: boolean; url?: string } = {}): Promise<T> {
+  const db = await openDatabase(rt.config, rt.log, { url: opts.url });
+  try {
+    if (opts.migrate !== false) await migrate(db.pool, { log: rt.log });
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+export async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A secret typed by a person or piped in: one line, trailing newline removed. */
+export async function readSecretFromStdin(): Promise<string> {
+  return (await readStdin()).toString('utf8').replace(/\r?\n$/, '');
+}
+
+export function print(line = ''): void {
+  process.stdout.write(line + '\n');
+}

@@ -1,0 +1,40 @@
+import { randomUUID } from 'node:crypto';
+import express, { type Express } from 'express';
+import { CofferError } from '../core/errors';
+import { authenticate } from './auth';
+import type { AppContext } from './context';
+import { errorHandler } from './errors';
+import { authRoutes } from './routes/auth';
+import { healthRoutes } from './routes/health';
+import { projectRoutes } from './routes/projects';
+import { backupRoutes } from './routes/backup';
+
+export function createApp(ctx: AppContext): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', ctx.config.trustProxy);
+
+  app.use((req, res, next) => {
+    const given = req.headers['x-request-id'];
+    req.id = typeof given === 'string' && /^[\w.-]{1,64}$/.test(given) ? given : randomUUID();
+    req.log = ctx.log.child({ reqId: req.id });
+    res.setHeader('X-Request-Id', req.id);
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      req.log.info({ method: req.method, path: req.originalUrl.split('?')[0], status: res.statusCode, ms: Math.round(ms) }, 'request');
+    });
+    next();
+  });
+  app.use(express.json({ limit: '1mb' }));
+  app.use(authenticate(ctx));
+
+  app.use('/api/v1/health', healthRoutes(ctx));
+  app.use('/api/v1/auth', authRoutes(ctx));
+  app.use('/api/v1/projects', projectRoutes(ctx));
+  app.use('/api/v1/utils', backupRoutes(ctx));
+
+  app.use((req, _res, next) => next(new CofferError('E_NOT_FOUND', `no route ${req.method} ${req.path}`)));
+  app.use(errorHandler);
+  return app;
+}

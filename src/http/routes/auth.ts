@@ -1,0 +1,69 @@
+import { Router, type Request, type Response } from 'express';
+import { z } from 'zod';
+import { CofferError } from '../../core/errors';
+import { verifyPassword } from '../../accounts/passwords';
+import { clearFailures, LOGIN_FAILURES, recordFailure, retryAfter } from '../../accounts/rate-limit';
+import { createSession, deleteSession } from '../../accounts/sessions';
+import { findUserWithHash, type User } from '../../accounts/users';
+import { parseInput } from '../../domain/projects';
+import { requireUser, SESSION_COOKIE } from '../auth';
+import type { AppContext } from '../context';
+
+const loginInput = z.object({ username: z.string().min(1).max(150), password: z.string().min(1).max(1024) });
+
+export function publicUser(u: User) {
+  return {
+    id: u.id,
+    username: u.username,
+    is_active: u.isActive,
+    is_superuser: u.isSuperuser,
+    is_system_user: u.isSystemUser,
+    created_at: u.createdAt,
+    last_login_at: u.lastLoginAt,
+  };
+}
+
+function cookieIsSecure(ctx: AppContext, req: Request): boolean {
+  return ctx.config.cookieSecure === 'auto' ? req.secure : ctx.config.cookieSecure;
+}
+
+export function authRoutes(ctx: AppContext): Router {
+  const r = Router();
+
+  r.post('/login', async (req: Request, res: Response) => {
+    const input = parseInput(loginInput, req.body);
+    const subject = `${req.ip}|${input.username.toLowerCase()}`;
+    const wait = await retryAfter(ctx.pool, LOGIN_FAILURES, subject);
+    if (wait > 0) throw new CofferError('E_RATE_LIMITED', `too many failed logins; try again in ${wait} s`, { details: { retryAfter: wait } });
+    const found = await findUserWithHash(ctx.pool, input.username);
+    // Unknown users are checked against a dummy hash so both answers take the same time.
+    const ok = await verifyPassword(found?.passwordHash, input.password);
+    if (!found || !ok || !found.user.isActive) {
+      await recordFailure(ctx.pool, LOGIN_FAILURES, subject);
+      throw new CofferError('E_BAD_CREDENTIALS', 'wrong username or password');
+    }
+    await clearFailures(ctx.pool, LOGIN_FAILURES, subject);
+    const { sessionId, expiresAt } = await createSession(ctx.pool, found.user.id, ctx.config.sessionTtlMs);
+    await ctx.pool.query(`UPDATE users SET last_login_at = now() WHERE id = $1`, [found.user.id]);
+    res.cookie(SESSION_COOKIE, sessionId, {
+      httpOnly: true,
+      sameSite: 'strict',
+      secure: cookieIsSecure(ctx, req),
+      expires: expiresAt,
+      path: '/',
+    });
+    res.json({ user: publicUser(found.user), expires_at: expiresAt });
+  });
+
+  r.post('/logout', requireUser, async (req: Request, res: Response) => {
+    if (req.sessionId) await deleteSession(ctx.pool, req.sessionId);
+    res.clearCookie(SESSION_COOKIE, { httpOnly: true, sameSite: 'strict', secure: cookieIsSecure(ctx, req), path: '/' });
+    res.status(204).end();
+  });
+
+  r.get('/me', requireUser, (req: Request, res: Response) => {
+    res.json({ user: publicUser(req.user!), auth: req.authMethod });
+  });
+
+  return r;
+}

@@ -1,0 +1,114 @@
+import fs from 'node:fs';
+import { Router, type Request, type Response } from 'express';
+import busboy from 'busboy';
+import { CofferError, errorMessage } from '../../core/errors';
+import * as domain from '../../domain/projects';
+import { removeUpload, resolveUploadPath, storeUpload, UPLOAD_KINDS, type UploadKind } from '../../storage/uploads';
+import { requireUser } from '../auth';
+import type { AppContext } from '../context';
+
+function uploadKind(value: string): UploadKind {
+  const kind = value.replace(/s$/, '');
+  if (!(kind in UPLOAD_KINDS)) throw new CofferError('E_NOT_FOUND', `unknown upload kind '${value}' (files, images or assets)`);
+  return kind as UploadKind;
+}
+
+/** Accepts exactly one multipart field named "file", streamed to disk under a generated name. */
+async function receiveUpload(ctx: AppContext, req: Request, kind: UploadKind) {
+  if (!req.is('multipart/form-data')) throw new CofferError('E_UNSUPPORTED_MEDIA_TYPE', 'upload must be multipart/form-data with a "file" field');
+  return new Promise<{ name: string; contentType: string; storagePath: string; size: number; sha256: Buffer }>((resolve, reject) => {
+    let bb: busboy.Busboy;
+    try {
+      bb = busboy({ headers: req.headers, limits: { files: 1, fileSize: ctx.config.uploadMaxBytes, fields: 10 } });
+    } catch (err) {
+      return reject(new CofferError('E_VALIDATION', `malformed multipart request: ${errorMessage(err)}`));
+    }
+    let pending: Promise<void> | undefined;
+    let result: { name: string; contentType: string; storagePath: string; size: number; sha256: Buffer } | undefined;
+    bb.on('file', (field, stream, info) => {
+      if (field !== 'file') {
+        stream.resume();
+        return;
+      }
+      // The client's name is kept only as a display name (base name, no control characters).
+      const name = (info.filename || 'upload').split(/[\\/]/).pop()!.replace(/[\x00-\x1f\x7f]/g, '').slice(0, 255) || 'upload';
+      stream.on('limit', () => stream.destroy(new CofferError('E_PAYLOAD_TOO_LARGE', `upload exceeds the limit of ${ctx.config.uploadMaxBytes} bytes`)));
+      pending = storeUpload(ctx.config.dataDir, kind, stream, ctx.config.uploadMaxBytes).then((stored) => {
+        result = { name, contentType: info.mimeType || 'application/octet-stream', ...stored };
+      });
+      // A failed upload is answered at once; the rest of the request body is drained and discarded.
+      pending.catch((err) => {
+        req.unpipe(bb);
+        req.resume();
+        reject(err);
+      });
+    });
+    bb.on('error', (err) => reject(new CofferError('E_VALIDATION', `malformed multipart request: ${errorMessage(err)}`)));
+    bb.on('close', () => {
+      if (!pending) return reject(new CofferError('E_VALIDATION', 'multipart request has no "file" field'));
+      pending.then(() => resolve(result!), reject);
+    });
+    req.pipe(bb);
+  });
+}
+
+export function projectRoutes(ctx: AppContext): Router {
+  const r = Router();
+  r.use(requireUser);
+
+  r.get('/', async (_req, res) => void res.json(await domain.listProjects(ctx.pool)));
+  r.post('/', async (req, res) => void res.status(201).json(await domain.createProject(ctx.pool, req.user!.id, domain.parseInput(domain.projectInput, req.body))));
+  r.get('/:id', async (req, res) => void res.json(await domain.getProject(ctx.pool, req.params.id)));
+  r.delete('/:id', async (req, res) => {
+    const paths = await domain.deleteProject(ctx.pool, req.params.id);
+    await Promise.all(paths.map((p) => removeUpload(ctx.config.dataDir, p).catch((err) => req.log.warn({ err: errorMessage(err) }, 'could not remove upload'))));
+    res.status(204).end();
+  });
+
+  r.get('/:id/notes', async (req, res) => void res.json(await domain.listNotes(ctx.pool, req.params.id)));
+  r.post('/:id/notes', async (req, res) => void res.status(201).json(await domain.createNote(ctx.pool, req.params.id, domain.parseInput(domain.noteInput, req.body))));
+  r.get('/:id/notes/:noteId', async (req, res) => void res.json(await domain.getNote(ctx.pool, req.params.id, req.params.noteId)));
+  r.delete('/:id/notes/:noteId', async (req, res) => {
+    await domain.deleteNote(ctx.pool, req.params.id, req.params.noteId);
+    res.status(204).end();
+  });
+
+  r.get('/:id/findings', async (req, res) => void res.json(await domain.listFindings(ctx.pool, req.params.id)));
+  r.post('/:id/findings', async (req, res) => void res.status(201).json(await domain.createFinding(ctx.pool, req.params.id, domain.parseInput(domain.findingInput, req.body))));
+  r.get('/:id/findings/:findingId', async (req, res) => void res.json(await domain.getFinding(ctx.pool, req.params.id, req.params.findingId)));
+  r.delete('/:id/findings/:findingId', async (req, res) => {
+    await domain.deleteFinding(ctx.pool, req.params.id, req.params.findingId);
+    res.status(204).end();
+  });
+
+  r.get('/:id/uploads', async (req, res) => void res.json(await domain.listUploads(ctx.pool, req.params.id)));
+  r.post('/:id/:kind', async (req: Request, res: Response) => {
+    const kind = uploadKind(req.params.kind as string);
+    await domain.getProject(ctx.pool, req.params.id as string);
+    const up = await receiveUpload(ctx, req, kind);
+    try {
+      const row = await domain.recordUpload(ctx.pool, { projectId: req.params.id as string, kind, createdBy: req.user!.id, ...up });
+      res.status(201).json(row);
+    } catch (err) {
+      await removeUpload(ctx.config.dataDir, up.storagePath).catch(() => undefined);
+      throw err;
+    }
+  });
+  r.get('/:id/uploads/:uploadId/content', async (req, res) => {
+    const row = await domain.getUpload(ctx.pool, req.params.id, req.params.uploadId);
+    const file = resolveUploadPath(ctx.config.dataDir, row.storage_path);
+    res.setHeader('Content-Type', row.content_type);
+    res.setHeader('Content-Length', String(row.size));
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.attachment(row.name);
+    const stream = fs.createReadStream(file);
+    stream.on('error', (err) => {
+      req.log.error({ err: errorMessage(err) }, 'upload content unreadable');
+      if (!res.headersSent) res.status(500).json({ code: 'E_INTERNAL', message: 'stored file is unreadable' });
+      else res.destroy();
+    });
+    stream.pipe(res);
+  });
+
+  return r;
+}

@@ -1,0 +1,67 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../config';
+import { CofferError } from '../core/errors';
+import { openDatabase, type Database } from '../db/connect';
+import { migrate } from '../db/migrate';
+import type { Logger } from '../log';
+import { createApp } from './app';
+
+export interface RunningServer {
+  url: string;
+  db: Database;
+  close(): Promise<void>;
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') reject(new CofferError('E_PORT_IN_USE', `port ${port} on ${host} is already in use; set PORT to another port`));
+      else if (err.code === 'EACCES') reject(new CofferError('E_PORT_IN_USE', `not allowed to listen on port ${port} on ${host}; set PORT to a port above 1023`));
+      else reject(new CofferError('E_PORT_IN_USE', `cannot listen on ${host}:${port}: ${err.message}`));
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+/** Opens the database, applies pending migrations and serves HTTP until close(). */
+export async function startServer(config: Config, log: Logger, hooks: { beforeListen?: (db: Database) => Promise<void> } = {}): Promise<RunningServer> {
+  const started = Date.now();
+  if (config.backupDisabledReason) log.warn(`backups are disabled: ${config.backupDisabledReason}`);
+  const db = await openDatabase(config, log);
+  let server: http.Server | undefined;
+  try {
+    const applied = await migrate(db.pool, { log });
+    if (applied.length) log.info({ applied }, 'migrations applied');
+    await hooks.beforeListen?.(db);
+    const app = createApp({ config, pool: db.pool, log, serverVersion: db.serverVersion });
+    server = http.createServer(app);
+    // Backups stream for minutes: no request timeout; idle keep-alive sockets still close.
+    server.requestTimeout = 0;
+    const addr = await listen(server, config.port, config.host);
+    const host = addr.address.includes(':') ? `[${addr.address}]` : addr.address;
+    const url = `http://${host}:${addr.port}`;
+    log.info({ url, database: db.description, postgres: db.serverVersion, ms: Date.now() - started }, `coffer listening on ${url}`);
+    const srv = server;
+    return {
+      url,
+      db,
+      async close() {
+        await new Promise<void>((resolve) => {
+          srv.close(() => resolve());
+          srv.closeIdleConnections();
+          setTimeout(() => srv.closeAllConnections(), 5000).unref();
+        });
+        await db.close();
+      },
+    };
+  } catch (err) {
+    server?.close();
+    await db.close();
+    throw err;
+  }
+}

@@ -1,0 +1,52 @@
+import { inspect } from 'node:util';
+import { loadConfig } from '../src/config';
+import { CofferError } from '../src/core/errors';
+
+describe('config', () => {
+  test('defaults: embedded database, ./var, port 8000, backups disabled because BACKUP_KEY is not set', () => {
+    const c = loadConfig({});
+    expect(c.databaseUrl).toBeUndefined();
+    expect(c.dataDir.endsWith('/var')).toBe(true);
+    expect(c.port).toBe(8000);
+    expect(c.backupKey).toBeUndefined();
+    expect(c.backupDisabledReason).toBe('BACKUP_KEY is not set');
+  });
+
+  test('a BACKUP_KEY shorter than 20 characters disables backups and says why', () => {
+    const c = loadConfig({ BACKUP_KEY: 'x'.repeat(19) });
+    expect(c.backupKey).toBeUndefined();
+    expect(c.backupDisabledReason).toBe('BACKUP_KEY is shorter than 20 characters');
+    expect(loadConfig({ BACKUP_KEY: 'x'.repeat(20) }).backupKey?.reveal()).toBe('x'.repeat(20));
+  });
+
+  test('every problem is reported at once, without echoing values', () => {
+    let err: unknown;
+    try {
+      loadConfig({ PORT: 'eighty', LOG_LEVEL: 'loud', DATABASE_URL: 'mysql://secretpw@host/db', UPLOAD_MAX_BYTES: '-1' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CofferError);
+    const e = err as CofferError;
+    expect(e.code).toBe('E_CONFIG');
+    for (const name of ['PORT', 'LOG_LEVEL', 'DATABASE_URL', 'UPLOAD_MAX_BYTES']) expect(e.message).toContain(name);
+    expect(e.message).not.toContain('secretpw');
+  });
+
+  test('secrets do not show in JSON, inspect or string conversion of the config', () => {
+    const c = loadConfig({ BACKUP_KEY: 'super-secret-backup-key-123', DATABASE_URL: 'postgres://u:hunter2pw@h/db' });
+    const views = [JSON.stringify(c), inspect(c, { depth: 5 }), String(c.backupKey), `${c.databaseUrl}`];
+    for (const v of views) {
+      expect(v).not.toContain('super-secret-backup-key-123');
+      expect(v).not.toContain('hunter2pw');
+    }
+    expect(c.backupKey?.reveal()).toBe('super-secret-backup-key-123');
+  });
+
+  test('empty variables count as unset', () => {
+    const c = loadConfig({ PORT: '', DATABASE_URL: '', BACKUP_KEY: '' });
+    expect(c.port).toBe(8000);
+    expect(c.databaseUrl).toBeUndefined();
+    expect(c.backupDisabledReason).toBe('BACKUP_KEY is not set');
+  });
+});

@@ -1,0 +1,66 @@
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { loadConfig, type Config } from '../../src/config';
+import { createApp } from '../../src/http/app';
+import { silentLogger } from '../../src/log';
+import { createUser, type Role } from '../../src/accounts/users';
+import { createToken } from '../../src/accounts/sessions';
+import { createTestDatabase, type TestDatabase } from './db';
+
+export const TEST_BACKUP_KEY = 'test-backup-key-0123456789abcdef';
+export const TEST_PASSWORD = 'correct horse battery staple';
+
+export interface TestApp {
+  url: string;
+  db: TestDatabase;
+  config: Config;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+export async function startTestApp(env: Record<string, string> = {}): Promise<TestApp> {
+  const db = await createTestDatabase({ migrated: true });
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-test-data-'));
+  const config = loadConfig({}, { DATA_DIR: dataDir, DATABASE_URL: db.url, BACKUP_KEY: TEST_BACKUP_KEY, LOG_LEVEL: 'silent', ...env });
+  const app = createApp({ config, pool: db.pool, log: silentLogger(), serverVersion: 'test' });
+  const server = http.createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    db,
+    config,
+    dataDir,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await db.drop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestUser {
+  username: string;
+  token: string;
+  cookie: string;
+}
+
+/** Creates a user, logs in over HTTP (for the cookie) and makes an API token. */
+export async function makeUser(app: TestApp, username: string, role: Role, opts: { inactive?: boolean } = {}): Promise<TestUser> {
+  const user = await createUser(app.db.pool, { username, password: TEST_PASSWORD, role });
+  const token = await createToken(app.db.pool, user.id);
+  const res = await fetch(`${app.url}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username, password: TEST_PASSWORD }),
+  });
+  if (res.status !== 200) throw new Error(`login of ${username} failed: ${res.status}`);
+  const setCookie = res.headers.get('set-cookie') ?? '';
+  const cookie = setCookie.split(';')[0];
+  if (opts.inactive) await app.db.pool.query(`UPDATE users SET is_active = false WHERE id = $1`, [user.id]);
+  return { username, token, cookie };
+}
