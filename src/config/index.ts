@@ -25,6 +25,7 @@ const schema = z.object({
   SESSION_TTL_HOURS: z.coerce.number().positive().default(24 * 14),
   COOKIE_SECURE: z.enum(['auto', 'true', 'false']).default('auto'),
   TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  COFFER_AES_KEY: z.string().optional(),
 });
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -45,6 +46,8 @@ export interface Config {
   sessionTtlMs: number;
   cookieSecure: 'auto' | boolean;
   trustProxy: boolean;
+  /** COFFER_AES_KEY: a raw archive key (hex or base64) for the CLI's encrypt/decrypt paths. */
+  aesKey?: Secret;
 }
 
 /** The environment variables coffer reads; everything else is ignored. */
@@ -78,6 +81,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     trustProxy: v.TRUST_PROXY === 'true',
   };
   if (v.DATABASE_URL) config.databaseUrl = new Secret(v.DATABASE_URL);
+  if (v.COFFER_AES_KEY) config.aesKey = new Secret(v.COFFER_AES_KEY);
   if (v.BACKUP_KEY === undefined) {
     config.backupDisabledReason = 'BACKUP_KEY is not set';
   } else if (v.BACKUP_KEY.length < MIN_BACKUP_KEY_LENGTH) {

@@ -14,19 +14,19 @@ describe('authentication', () => {
   });
   afterAll(async () => app.close());
 
-  const me = (headers: Record<string, string>) => fetch(`${app.url}/api/v1/auth/me`, { headers });
+  const me = (headers: Record<string, string | undefined>) => fetch(`${app.url}/api/v1/auth/me`, { headers: headers as Record<string, string> });
 
   test('anonymous requests get 401 with a JSON error code', async () => {
     const res = await me({});
     expect(res.status).toBe(401);
-    expect(await res.json()).toEqual({ code: 'E_UNAUTHENTICATED', message: expect.stringMatching(/authentication required/) });
+    expect(await res.json() as any).toEqual({ code: 'E_UNAUTHENTICATED', message: expect.stringMatching(/authentication required/) });
   });
 
   test.each(['regular', 'superuser', 'system'])('%s user is recognised by cookie and by Bearer token', async (kind) => {
     for (const headers of [{ cookie: users[kind].cookie }, { authorization: `Bearer ${users[kind].token}` }]) {
       const res = await me(headers);
       expect(res.status).toBe(200);
-      const body = await res.json();
+      const body = await res.json() as any;
       expect(body.user.username).toBe(users[kind].username);
       expect(body.user.is_system_user).toBe(kind === 'system');
       expect(body.user.is_superuser).toBe(kind === 'superuser');
@@ -103,7 +103,7 @@ describe('authentication', () => {
   test('malformed JSON gets a 400 with a stable code, no stack trace', async () => {
     const res = await fetch(`${app.url}/api/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"username":' });
     expect(res.status).toBe(400);
-    const body = await res.json();
+    const body = await res.json() as any;
     expect(body.code).toBe('E_VALIDATION');
     expect(JSON.stringify(body)).not.toMatch(/at .*\.ts:\d+/);
   });

@@ -28,24 +28,24 @@ describe('domain API and uploads', () => {
       body: JSON.stringify({ name: 'Audit', tags: ['a', 'b'], settings: { x: 1 }, status: 'active' }),
     });
     expect(res.status).toBe(201);
-    projectId = (await res.json()).id;
+    projectId = (await res.json() as any).id;
   });
   afterAll(async () => app.close());
 
   test('projects, notes and findings can be created, listed, read and deleted', async () => {
     const post = (p: string, body: unknown) =>
       fetch(`${app.url}/api/v1/projects/${projectId}/${p}`, { method: 'POST', headers: { ...auth(), 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const root = await (await post('notes', { title: 'root' })).json();
+    const root = await (await post('notes', { title: 'root' })).json() as any;
     const child = await post('notes', { title: 'child', parent_id: root.id });
     expect(child.status).toBe(201);
-    expect((await child.json()).parent_id).toBe(root.id);
+    expect((await child.json() as any).parent_id).toBe(root.id);
     const finding = await post('findings', { title: 'XSS', score: '123456789012345678901234567890.123456789', reference_code: 'R-1' });
     expect(finding.status).toBe(201);
-    const f = await finding.json();
+    const f = await finding.json() as any;
     expect(f.score).toBe('123456789012345678901234567890.123456789');
     expect(f.severity).toBe('critical');
     expect((await post('findings', { title: 'dup', reference_code: 'R-1' })).status).toBe(409);
-    const list = await (await fetch(`${app.url}/api/v1/projects/${projectId}/findings`, { headers: auth() })).json();
+    const list = await (await fetch(`${app.url}/api/v1/projects/${projectId}/findings`, { headers: auth() })).json() as any;
     expect(list).toHaveLength(1);
     const del = await fetch(`${app.url}/api/v1/projects/${projectId}/findings/${f.id}`, { method: 'DELETE', headers: auth() });
     expect(del.status).toBe(204);
@@ -57,7 +57,7 @@ describe('domain API and uploads', () => {
     const content = Buffer.from('hello, coffer\n'.repeat(100));
     const res = await fetch(`${app.url}/api/v1/projects/${projectId}/files`, { method: 'POST', headers: auth(), body: multipart('report.txt', content) });
     expect(res.status).toBe(201);
-    const row = await res.json();
+    const row = await res.json() as any;
     expect(row.name).toBe('report.txt');
     const stored = await app.db.pool.query(`SELECT storage_path FROM uploaded_files WHERE id = $1`, [row.id]);
     expect(stored.rows[0].storage_path).toMatch(/^uploadedfiles\/[0-9a-f]{2}\/[0-9a-f-]{36}$/);
@@ -71,7 +71,7 @@ describe('domain API and uploads', () => {
       const before = listFiles(app.dataDir).length;
       const res = await fetch(`${app.url}/api/v1/projects/${projectId}/images`, { method: 'POST', headers: auth(), body: multipart(name, Buffer.from('x')) });
       expect(res.status).toBe(201);
-      const row = await res.json();
+      const row = await res.json() as any;
       expect(row.name).not.toMatch(/[\\/]/);
       const files = listFiles(app.dataDir);
       expect(files.length).toBe(before + 1);
@@ -84,7 +84,7 @@ describe('domain API and uploads', () => {
     const before = listFiles(app.dataDir).length;
     const res = await fetch(`${app.url}/api/v1/projects/${projectId}/assets`, { method: 'POST', headers: auth(), body: multipart('big.bin', Buffer.alloc(65 * 1024, 1)) });
     expect(res.status).toBe(413);
-    expect((await res.json()).code).toBe('E_PAYLOAD_TOO_LARGE');
+    expect((await res.json() as any).code).toBe('E_PAYLOAD_TOO_LARGE');
     expect(listFiles(app.dataDir).length).toBe(before);
   });
 
@@ -94,8 +94,8 @@ describe('domain API and uploads', () => {
   });
 
   test('deleting a project removes its uploaded files', async () => {
-    const p = await (await fetch(`${app.url}/api/v1/projects`, { method: 'POST', headers: { ...auth(), 'content-type': 'application/json' }, body: JSON.stringify({ name: 'tmp' }) })).json();
-    const up = await (await fetch(`${app.url}/api/v1/projects/${p.id}/files`, { method: 'POST', headers: auth(), body: multipart('a.txt', Buffer.from('abc')) })).json();
+    const p = await (await fetch(`${app.url}/api/v1/projects`, { method: 'POST', headers: { ...auth(), 'content-type': 'application/json' }, body: JSON.stringify({ name: 'tmp' }) })).json() as any;
+    const up = await (await fetch(`${app.url}/api/v1/projects/${p.id}/files`, { method: 'POST', headers: auth(), body: multipart('a.txt', Buffer.from('abc')) })).json() as any;
     const sp = (await app.db.pool.query(`SELECT storage_path FROM uploaded_files WHERE id = $1`, [up.id])).rows[0].storage_path;
     expect(fs.existsSync(path.join(app.dataDir, sp))).toBe(true);
     expect((await fetch(`${app.url}/api/v1/projects/${p.id}`, { method: 'DELETE', headers: auth() })).status).toBe(204);

@@ -1,4 +1,7 @@
 import type { Command } from 'commander';
+import { registerBackup } from './backup';
 
 /** backup, restore, verify and key commands. */
-export function registerArchiveCommands(_program: Command): void {}
+export function registerArchiveCommands(program: Command): void {
+  registerBackup(program);
+}

@@ -1,0 +1,86 @@
+import type { Command } from 'commander';
+import { pipeline } from 'node:stream/promises';
+import { CofferError } from '../../core/errors';
+import { startBackup, type BackupProgress } from '../../pipeline/backup';
+import { archiveFileName } from '../../pipeline/names';
+import { createAtomicFile } from '../../storage/atomic-file';
+import { KEY_OPTION_HELP, resolveKeySource, type KeyOptions } from '../keys';
+import { formatBytes, formatDuration, ProgressLine } from '../progress';
+import { runtime, withDatabase } from '../runtime';
+
+interface BackupOptions extends KeyOptions {
+  output?: string;
+  databaseUrl?: string;
+}
+
+function describeProgress(p: BackupProgress, startedAt: number, expected?: number): string {
+  const elapsed = (Date.now() - startedAt) / 1000;
+  const eta = expected && p.bytesOut > 0 && p.bytesOut < expected ? ` ETA ${formatDuration((elapsed * (expected - p.bytesOut)) / p.bytesOut)}` : '';
+  const where =
+    p.phase === 'database'
+      ? `tables ${p.tablesDone}/${p.tablesTotal}${p.table ? ` ${p.table} ${p.rows} rows` : ''}`
+      : p.phase === 'files'
+        ? `files ${p.files} (${formatBytes(p.fileBytes)})`
+        : 'writing manifest';
+  return `backup: ${where} | ${formatBytes(p.bytesOut)} written, ${formatDuration(elapsed)}${eta}`;
+}
+
+export function registerBackup(program: Command): void {
+  program
+    .command('backup')
+    .description('write a backup archive (zip, or .zip.crypt when a key is given) directly from the database')
+    .option('-o, --output <file>', "archive file, or '-' for standard output (default: backup-<UTC time>.zip in the current folder)")
+    .option('--key-file <path>', KEY_OPTION_HELP.keyFile)
+    .option('--key <dash>', KEY_OPTION_HELP.key)
+    .option('--passphrase', KEY_OPTION_HELP.passphrase)
+    .option('--database-url <url>', 'database to back up (default: DATABASE_URL or the embedded server)')
+    .action(async (opts: BackupOptions) => {
+      const rt = runtime({ quietByDefault: true });
+      const toStdout = opts.output === '-';
+      if (toStdout && process.stdout.isTTY) {
+        throw new CofferError('E_USAGE', 'refusing to write a binary archive to a terminal; redirect standard output or use -o FILE');
+      }
+      const encryption = await resolveKeySource(opts, rt.config, { confirm: true });
+      const target = opts.output && !toStdout ? opts.output : archiveFileName(new Date(), !!encryption);
+      await withDatabase(
+        rt,
+        async (db) => {
+          const progress = new ProgressLine();
+          const startedAt = Date.now();
+          let expected: number | undefined;
+          const backup = await startBackup({
+            pool: db.pool,
+            dataDir: rt.config.dataDir,
+            log: rt.log,
+            via: 'cli',
+            actor: { username: `cli:${process.env.USER ?? 'unknown'}` },
+            encryption,
+            onProgress: (p) => progress.update(describeProgress(p, startedAt, expected)),
+          });
+          expected = backup.previousBytes;
+          const file = toStdout ? undefined : createAtomicFile(target);
+          try {
+            await Promise.all([pipeline(backup.output, file ? file.stream : process.stdout), backup.result]);
+            await file?.commit();
+          } catch (err) {
+            progress.done();
+            backup.output.destroy();
+            await file?.abort();
+            throw err;
+          }
+          const result = await backup.result;
+          const m = result.manifest;
+          const rows = m.tables.reduce((n, t) => n + t.rows, 0);
+          const files = Object.values(m.files).reduce((n, f) => n + f.files, 0);
+          progress.done();
+          process.stderr.write(
+            `backup ${toStdout ? 'written to standard output' : `written to ${target}`}: ${formatBytes(result.bytes)}, ${m.tables.length} tables, ${rows} rows, ${files} files` +
+              `${m.file_errors.length ? `, ${m.file_errors.length} unreadable files (see manifest file_errors)` : ''}, ${formatDuration(result.durationMs / 1000)}${result.encrypted ? ', encrypted' : ''}\n` +
+              `sha256 ${result.sha256}\n`,
+          );
+        },
+        // A backup never changes the database it reads: no migrations here.
+        { url: opts.databaseUrl, migrate: false },
+      );
+    });
+}

@@ -1,0 +1,37 @@
+import type pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import type { Readable } from 'node:stream';
+import { CofferError } from '../core/errors';
+import { ident, qualified } from './sql';
+import type { SequenceInfo, TableInfo } from './introspect';
+
+/**
+ * SQL that makes PostgreSQL emit one JSON object a line. CSV with quote and delimiter bytes that JSON
+ * text can never contain raw (\x01, \x02) prints each value verbatim, so Node never parses a row.
+ */
+export function copyOutSql(table: TableInfo): string {
+  const cols = table.columns.map((c) => ident(c.name)).join(', ');
+  const order = (table.primaryKey.length ? table.primaryKey : table.columns.map((c) => c.name)).map(ident).join(', ');
+  const select = `SELECT ${cols} FROM ${qualified(table.schema, table.name)} ORDER BY ${order}`;
+  return `COPY (SELECT row_to_json(t) FROM (${select}) t) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
+}
+
+/** A stream of the table's rows as JSONL, in primary-key order, from the client's snapshot. */
+export function copyOutTable(client: pg.PoolClient, table: TableInfo): Readable {
+  return client.query(copyTo(copyOutSql(table)));
+}
+
+export async function sequenceState(client: pg.ClientBase, seq: SequenceInfo): Promise<{ last_value: string; is_called: boolean }> {
+  const res = await client.query<{ last_value: string; is_called: boolean }>(`SELECT last_value::text AS last_value, is_called FROM ${qualified(seq.schema, seq.name)}`);
+  return res.rows[0];
+}
+
+/** The migrations recorded in the database, as seen by the client's snapshot. */
+export async function appliedMigrationNames(client: pg.ClientBase, migrationsTable: string, schema: string): Promise<string[]> {
+  const exists = await client.query(`SELECT to_regclass($1) AS t`, [`${ident(schema)}.${ident(migrationsTable)}`]);
+  if (!exists.rows[0].t) {
+    throw new CofferError('E_BACKUP_FAILED', `the database has no ${schema}.${migrationsTable} table: it is not a coffer database, or it was never migrated (run coffer migrate)`);
+  }
+  const res = await client.query<{ name: string }>(`SELECT name FROM ${qualified(schema, migrationsTable)} ORDER BY name`);
+  return res.rows.map((r) => r.name);
+}

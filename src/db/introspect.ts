@@ -1,0 +1,58 @@
+import type pg from 'pg';
+import { APP_SCHEMA, MIGRATIONS_TABLE } from './migrate';
+
+/** Tables that are never backed up or restored: transient state and migration bookkeeping. */
+export const EXCLUDED_TABLES = new Set(['sessions', 'rate_limits', MIGRATIONS_TABLE]);
+
+export interface TableInfo {
+  schema: string;
+  name: string;
+  /** Columns that hold data (generated columns are left out: PostgreSQL computes them). */
+  columns: { name: string; type: string }[];
+  primaryKey: string[];
+  /** Identity columns declared GENERATED ALWAYS need OVERRIDING SYSTEM VALUE on load. */
+  hasAlwaysIdentity: boolean;
+}
+
+export interface SequenceInfo {
+  schema: string;
+  name: string;
+}
+
+/** Every ordinary (or partitioned root) table of the application schema, in name order. */
+export async function listTables(client: pg.ClientBase, schema = APP_SCHEMA): Promise<TableInfo[]> {
+  const res = await client.query<{ name: string; columns: { name: string; type: string; identity: string }[]; pk: string[] | null }>(
+    `SELECT c.relname AS name,
+            (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'identity', a.attidentity) ORDER BY a.attnum)
+               FROM pg_attribute a
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
+            (SELECT array_agg(a.attname::text ORDER BY k.ord)
+               FROM pg_constraint con
+               CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+              WHERE con.conrelid = c.oid AND con.contype = 'p') AS pk
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+      ORDER BY c.relname`,
+    [schema],
+  );
+  return res.rows
+    .filter((r) => !EXCLUDED_TABLES.has(r.name))
+    .map((r) => ({
+      schema,
+      name: r.name,
+      columns: (r.columns ?? []).map((c) => ({ name: c.name, type: c.type })),
+      primaryKey: r.pk ?? [],
+      hasAlwaysIdentity: (r.columns ?? []).some((c) => c.identity === 'a'),
+    }));
+}
+
+/** Sequences of the application schema (identity and serial ones included). */
+export async function listSequences(client: pg.ClientBase, schema = APP_SCHEMA): Promise<SequenceInfo[]> {
+  const res = await client.query<{ name: string }>(
+    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind = 'S' ORDER BY c.relname`,
+    [schema],
+  );
+  return res.rows.map((r) => ({ schema, name: r.name }));
+}

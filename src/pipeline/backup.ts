@@ -1,0 +1,253 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline, type Readable, type Transform } from 'node:stream';
+import type pg from 'pg';
+import { createZipWriter, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
+import { CofferError, errorMessage, isCofferError } from '../core/errors';
+import { APP_NAME, APP_VERSION, ARCHIVE_FORMAT, type Manifest, type ManifestFolder, type ManifestSequence, type ManifestTable } from '../core/manifest';
+import { createEncryptStream, type KeySource } from '../crypto';
+import { writeBackupLog, type Actor } from '../db/backup-log';
+import { appliedMigrationNames, copyOutTable, sequenceState } from '../db/dump';
+import { listSequences, listTables, type TableInfo } from '../db/introspect';
+import { lockKey } from '../db/locks';
+import { APP_SCHEMA, MIGRATIONS_TABLE } from '../db/migrate';
+import type { Logger } from '../log';
+import { walkFolder } from '../storage/walk';
+import { Meter } from './meter';
+
+export interface BackupProgress {
+  phase: 'database' | 'files' | 'finishing';
+  table?: string;
+  tablesDone: number;
+  tablesTotal: number;
+  rows: number;
+  files: number;
+  fileBytes: number;
+  /** Archive bytes produced so far. */
+  bytesOut: number;
+}
+
+export interface BackupRequest {
+  pool: pg.Pool;
+  dataDir: string;
+  log: Logger;
+  actor?: Actor;
+  via: 'http' | 'cli';
+  encryption?: KeySource;
+  onProgress?: (p: BackupProgress) => void;
+}
+
+export interface BackupResult {
+  bytes: number;
+  sha256: string;
+  durationMs: number;
+  encrypted: boolean;
+  manifest: Manifest;
+}
+
+export interface RunningBackup {
+  /** The archive. Destroying it aborts the backup and frees its snapshot. */
+  output: Readable;
+  /** Settles once the archive has been fully read (or the backup failed), after cleanup and audit. */
+  result: Promise<BackupResult>;
+  /** Size of the last successful backup, for an ETA; undefined when there was none. */
+  previousBytes?: number;
+}
+
+interface Snapshot {
+  client: pg.PoolClient;
+  tables: TableInfo[];
+  migrations: string[];
+  serverVersion: string;
+}
+
+/**
+ * Takes the backup lock and a consistent snapshot. Throws E_BACKUP_RUNNING before anything is sent
+ * when another backup holds the lock, so the endpoint can still answer 409.
+ */
+async function openSnapshot(pool: pg.Pool): Promise<Snapshot> {
+  const client = await pool.connect();
+  try {
+    const locked = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [lockKey('backup')]);
+    if (!locked.rows[0].ok) throw new CofferError('E_BACKUP_RUNNING', 'a backup is already running; try again when it has finished');
+    // READ ONLY DEFERRABLE: the snapshot never blocks writers and writers never disturb it.
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY, DEFERRABLE');
+    const tables = await listTables(client);
+    const migrations = await appliedMigrationNames(client, MIGRATIONS_TABLE, APP_SCHEMA);
+    const serverVersion = (await client.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version'])).rows[0].v;
+    return { client, tables, migrations, serverVersion };
+  } catch (err) {
+    // Dropping the connection releases the advisory lock and the snapshot together.
+    client.release(true);
+    throw err;
+  }
+}
+
+async function previousBackupBytes(pool: pg.Pool): Promise<number | undefined> {
+  const res = await pool.query<{ bytes: string | null }>(
+    `SELECT details->>'bytes' AS bytes FROM backup_log WHERE event = 'backup_finished' ORDER BY id DESC LIMIT 1`,
+  );
+  const n = Number(res.rows[0]?.bytes);
+  return Number.isFinite(n) && n > 0 ? n : undefined;
+}
+
+/** source piped into meter, with source errors carried into meter (plain pipe() would drop them). */
+function through(source: Readable, meter: Meter): Meter {
+  return pipeline(source, meter, () => undefined) as Meter;
+}
+
+function sequenceValue(text: string): string | number {
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : text;
+}
+
+/** Starts a backup: returns the archive stream at once; the work is driven by reading it. */
+export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
+  const started = new Date();
+  const snap = await openSnapshot(req.pool);
+  const previousBytes = await previousBackupBytes(req.pool).catch(() => undefined);
+  const encrypted = req.encryption !== undefined;
+  let encryptor: Transform | undefined;
+  try {
+    if (req.encryption) encryptor = await createEncryptStream(req.encryption);
+    await writeBackupLog(req.pool, 'backup_started', req.actor, { via: req.via, encrypted });
+  } catch (err) {
+    snap.client.release(true);
+    throw err;
+  }
+
+  const zip = createZipWriter();
+  const meter = new Meter();
+  const stages: (Readable | Transform)[] = [zip.output, ...(encryptor ? [encryptor] : []), meter];
+  let pipelineError: Error | undefined;
+  let pipelineDone!: () => void;
+  const pipelineFinished = new Promise<void>((resolve) => (pipelineDone = resolve));
+  const output = pipeline(stages as [Readable, ...Transform[]], (err) => {
+    if (err) {
+      pipelineError = err;
+      // The reader went away or a stage failed: stop producing.
+      zip.abort(isCofferError(err) ? err : new CofferError('E_ABORTED', `backup aborted: ${errorMessage(err)}`));
+    }
+    pipelineDone();
+  }) as Transform;
+
+  const result = (async (): Promise<BackupResult> => {
+    let manifest: Manifest | undefined;
+    let cleanClose = false;
+    try {
+      manifest = await produce(req, snap, zip, started, () => meter.bytes);
+      await pipelineFinished;
+      if (pipelineError) throw pipelineError;
+      await snap.client.query('COMMIT');
+      cleanClose = true;
+    } catch (err) {
+      const failure = isCofferError(err) ? err : new CofferError('E_BACKUP_FAILED', `backup failed: ${errorMessage(err)}`, { cause: err });
+      zip.abort(failure);
+      output.destroy(failure);
+      await writeBackupLog(req.pool, 'backup_failed', req.actor, { via: req.via, encrypted, error: failure.message, bytes: meter.bytes, duration_ms: Date.now() - started.getTime() }).catch(
+        (logErr) => req.log.error({ err: errorMessage(logErr) }, 'could not write backup_failed to backup_log'),
+      );
+      req.log.warn({ code: failure.code }, failure.message);
+      throw failure;
+    } finally {
+      if (cleanClose) {
+        await snap.client.query('SELECT pg_advisory_unlock($1)', [lockKey('backup')]).catch(() => undefined);
+        snap.client.release();
+      } else {
+        // A connection that was mid-COPY cannot be reused: closing it ends the snapshot and the lock.
+        snap.client.release(true);
+      }
+    }
+    const res: BackupResult = { bytes: meter.bytes, sha256: meter.sha256, durationMs: Date.now() - started.getTime(), encrypted, manifest };
+    await writeBackupLog(req.pool, 'backup_finished', req.actor, { via: req.via, encrypted, bytes: res.bytes, sha256: res.sha256, duration_ms: res.durationMs, tables: manifest.tables.length, file_errors: manifest.file_errors.length });
+    return res;
+  })();
+  // The caller consumes `result`; this keeps an unobserved rejection from crashing the process first.
+  result.catch(() => undefined);
+  return { output, result, previousBytes };
+}
+
+async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, started: Date, bytesOut: () => number): Promise<Manifest> {
+  const progress: BackupProgress = { phase: 'database', tablesDone: 0, tablesTotal: snap.tables.length, rows: 0, files: 0, fileBytes: 0, bytesOut: 0 };
+  const report = () => req.onProgress?.({ ...progress, bytesOut: bytesOut() });
+  await zip.addBuffer(VERSION_ENTRY, Buffer.from(VERSION_CONTENT));
+
+  const tables: ManifestTable[] = [];
+  for (const table of snap.tables) {
+    progress.table = `${table.schema}.${table.name}`;
+    report();
+    const entry = tableEntryName(table.schema, table.name);
+    const meter = new Meter(true);
+    const rows = copyOutTable(snap.client, table);
+    const ticker = setInterval(() => {
+      progress.rows = meter.lines;
+      report();
+    }, 250);
+    try {
+      await zip.addStream(entry, through(rows, meter));
+    } finally {
+      clearInterval(ticker);
+    }
+    tables.push({ schema: table.schema, name: table.name, entry, columns: table.columns, rows: meter.lines, bytes: meter.bytes, sha256: meter.sha256 });
+    progress.tablesDone++;
+    progress.rows = 0;
+  }
+
+  const sequences: ManifestSequence[] = [];
+  for (const seq of await listSequences(snap.client)) {
+    const state = await sequenceState(snap.client, seq);
+    sequences.push({ schema: seq.schema, name: seq.name, last_value: sequenceValue(state.last_value), is_called: state.is_called });
+  }
+
+  progress.phase = 'files';
+  progress.table = undefined;
+  const files: Record<string, ManifestFolder> = {};
+  const fileErrors: { path: string; error: string }[] = [];
+  for (const folder of UPLOAD_FOLDERS) {
+    files[folder] = { files: 0, bytes: 0 };
+    for await (const item of walkFolder(path.join(req.dataDir, folder), folder)) {
+      if (item.kind === 'error') {
+        fileErrors.push({ path: item.rel, error: item.error });
+        continue;
+      }
+      if (item.kind === 'dir') {
+        await zip.addDirectory(item.rel + '/');
+        continue;
+      }
+      let handle: fs.promises.FileHandle;
+      try {
+        handle = await fs.promises.open(item.abs, 'r');
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        fileErrors.push({ path: item.rel, error: `${e.code ?? 'EIO'}: ${e.code === 'EACCES' ? 'permission denied' : 'cannot open'}` });
+        continue;
+      }
+      // The size is taken from the open file, so a file that changes size while read is still consistent with its entry.
+      const meter = new Meter();
+      await zip.addStream(item.rel, through(handle.createReadStream(), meter), { store: shouldStore(item.rel) });
+      files[folder].files++;
+      files[folder].bytes += meter.bytes;
+      progress.files++;
+      progress.fileBytes += meter.bytes;
+      report();
+    }
+  }
+
+  progress.phase = 'finishing';
+  report();
+  const manifest: Manifest = {
+    format: ARCHIVE_FORMAT,
+    app: { name: APP_NAME, version: APP_VERSION },
+    postgres: { server_version: snap.serverVersion },
+    migrations: snap.migrations,
+    started_at: started.toISOString(),
+    finished_at: new Date().toISOString(),
+    tables,
+    sequences,
+    files,
+    file_errors: fileErrors,
+  };
+  await zip.addBuffer(MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
+  await zip.finalize();
+  return manifest;
+}

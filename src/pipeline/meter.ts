@@ -1,0 +1,29 @@
+import { createHash } from 'node:crypto';
+import { Transform } from 'node:stream';
+
+/** Passes bytes through while counting them, their lines and their SHA-256. */
+export class Meter extends Transform {
+  bytes = 0;
+  lines = 0;
+  private readonly hash = createHash('sha256');
+  private digestHex: string | undefined;
+
+  constructor(private readonly countLines = false) {
+    super();
+  }
+
+  _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+    if (this.countLines) {
+      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.lines++;
+    }
+    cb(null, chunk);
+  }
+
+  /** The SHA-256 of everything that passed, once the stream has ended. */
+  get sha256(): string {
+    this.digestHex ??= this.hash.digest('hex');
+    return this.digestHex;
+  }
+}
