@@ -1,0 +1,162 @@
+/**
+ * The plaintext of an encrypted archive file, readable at any offset. Restore reads the zip's central
+ * directory at the end of the file first, so whole-file sequential decryption is not an option.
+ */
+import { type FileHandle, open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { CofferError } from '../core/errors';
+import type { RandomAccessSource } from '../core/types';
+import { type ChunkContext, openFinalChunk, openMiddleChunk, tooManyChunks } from './chunk';
+import { CHUNK_SIZE, chunkCountForFileSize, chunkOffset, MAX_CHUNKS, SEALED_CHUNK_SIZE } from './format';
+import { readHeader } from './decrypt';
+import type { KeySource } from './keys';
+
+/** Zip readers jump to the central directory and then walk entries in order: a few chunks suffice. */
+const CACHE_CHUNKS = 4;
+
+export class EncryptedFileReader implements RandomAccessSource {
+  private readonly cache = new Map<number, Promise<Buffer>>();
+  private closed = false;
+
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly ctx: ChunkContext,
+    private readonly lastIndex: number,
+    private readonly lastSealedSize: number,
+    finalPlaintext: Buffer,
+    /** Key id of the archive (hex), for messages and logs. */
+    readonly keyIdHex: string,
+  ) {
+    this.size = lastIndex * CHUNK_SIZE + finalPlaintext.length;
+    this.cache.set(lastIndex, Promise.resolve(finalPlaintext));
+  }
+
+  /** Plaintext size in bytes. */
+  readonly size: number;
+
+  /**
+   * Opens and authenticates the header and the final chunk, so truncation and appended data are
+   * reported now rather than halfway through a restore.
+   */
+  static async open(path: string, source: KeySource | undefined): Promise<EncryptedFileReader> {
+    const fh = await open(path, 'r');
+    try {
+      const { size: fileSize } = await fh.stat();
+      const opened = await readHeader(fh, source);
+      const ctx: ChunkContext = { payloadKey: opened.payloadKey, noncePrefix: opened.noncePrefix };
+      const count = chunkCountForFileSize(fileSize);
+      if (count === 0) {
+        throw new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive is truncated: no chunks after the header');
+      }
+      if (count > MAX_CHUNKS) throw tooManyChunks(count);
+      const lastIndex = count - 1;
+      const lastSealedSize = fileSize - chunkOffset(lastIndex);
+      // The chunk before the last is checked too, as the streaming decryptor would: appended data after
+      // a complete archive shows up there (it authenticates as final), and the diagnosis stays the same.
+      const beforeLast =
+        lastIndex > 0
+          ? openMiddleChunk(ctx, lastIndex - 1, await readExactly(fh, chunkOffset(lastIndex - 1), SEALED_CHUNK_SIZE))
+          : null;
+      const finalSealed = await readExactly(fh, chunkOffset(lastIndex), lastSealedSize);
+      const finalPlaintext = openFinalChunk(ctx, lastIndex, finalSealed);
+      const reader = new EncryptedFileReader(fh, ctx, lastIndex, lastSealedSize, finalPlaintext, opened.keyIdHex);
+      if (beforeLast !== null) reader.cache.set(lastIndex - 1, Promise.resolve(beforeLast));
+      return reader;
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  /** Plaintext bytes [start, end). Only chunks the range touches are read and authenticated. */
+  createReadStream(start: number, end: number): Readable {
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || start > end || end > this.size) {
+      throw new RangeError(`range [${start}, ${end}) is outside the plaintext of ${this.size} bytes`);
+    }
+    return new PlaintextRangeStream((index) => this.chunk(index), start, end);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.cache.clear();
+    await this.fh.close();
+  }
+
+  /** Authenticated plaintext of chunk `index`, through a small LRU cache shared by all streams. */
+  private chunk(index: number): Promise<Buffer> {
+    if (this.closed) return Promise.reject(new CofferError('E_INTERNAL', 'encrypted archive reader is closed'));
+    const cached = this.cache.get(index);
+    if (cached !== undefined) {
+      this.cache.delete(index);
+      this.cache.set(index, cached);
+      return cached;
+    }
+    const loading = this.loadChunk(index);
+    this.cache.set(index, loading);
+    loading.catch(() => {
+      if (this.cache.get(index) === loading) this.cache.delete(index);
+    });
+    while (this.cache.size > CACHE_CHUNKS) {
+      const oldest = this.cache.keys().next().value as number;
+      this.cache.delete(oldest);
+    }
+    return loading;
+  }
+
+  private async loadChunk(index: number): Promise<Buffer> {
+    const last = index === this.lastIndex;
+    const sealed = await readExactly(this.fh, chunkOffset(index), last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
+    return last ? openFinalChunk(this.ctx, index, sealed) : openMiddleChunk(this.ctx, index, sealed);
+  }
+}
+
+/** Streams [start, end) of the plaintext, one chunk per read() so back-pressure reaches the file. */
+class PlaintextRangeStream extends Readable {
+  constructor(
+    private readonly fetchChunk: (index: number) => Promise<Buffer>,
+    private pos: number,
+    private readonly end: number,
+  ) {
+    super({ highWaterMark: CHUNK_SIZE });
+  }
+
+  override _read(): void {
+    if (this.pos >= this.end) {
+      this.push(null);
+      return;
+    }
+    const index = Math.floor(this.pos / CHUNK_SIZE);
+    const chunkStart = index * CHUNK_SIZE;
+    // _read() is not called again until push(), so at most one chunk is in flight per stream, plus
+    // the next one, started early so that its file read overlaps this chunk's consumer.
+    const current = this.fetchChunk(index);
+    if (chunkStart + CHUNK_SIZE < this.end) this.fetchChunk(index + 1).catch(() => undefined);
+    current.then(
+      (plaintext) => {
+        if (this.destroyed) return;
+        const to = Math.min(plaintext.length, this.end - chunkStart);
+        // Copied so that a consumer writing into its buffer cannot corrupt the shared cache.
+        const piece = Buffer.from(plaintext.subarray(this.pos - chunkStart, to));
+        this.pos = chunkStart + to;
+        this.push(piece);
+        if (this.pos >= this.end) this.push(null);
+      },
+      (err: unknown) => this.destroy(err as Error),
+    );
+  }
+}
+
+async function readExactly(fh: FileHandle, position: number, length: number): Promise<Buffer> {
+  // Unsafe is fine: every byte is overwritten before use, or the read fails.
+  const buf = Buffer.allocUnsafe(length);
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await fh.read(buf, filled, length - filled, position + filled);
+    if (bytesRead === 0) {
+      throw new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive file became shorter while it was being read');
+    }
+    filled += bytesRead;
+  }
+  return buf;
+}

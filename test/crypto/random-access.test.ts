@@ -1,0 +1,246 @@
+import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import {
+  CHUNK_SIZE,
+  EncryptedFileReader,
+  encryptFile,
+  HEADER_SIZE,
+  type KeySource,
+  SEALED_CHUNK_SIZE,
+} from '../../src/crypto';
+import {
+  codeOf,
+  decryptBuffer,
+  encryptBuffer,
+  expectCode,
+  KEY_SOURCES,
+  pseudoRandomBytes,
+  randomInt,
+  readStream,
+  seededRandom,
+} from './helpers';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'coffer-crypto-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+let fileNo = 0;
+async function writeTemp(content: Buffer): Promise<string> {
+  fileNo += 1;
+  const file = path.join(dir, `f${fileNo}.zip.crypt`);
+  await writeFile(file, content);
+  return file;
+}
+
+async function openError(file: string, source: KeySource): Promise<unknown> {
+  try {
+    const reader = await EncryptedFileReader.open(file, source);
+    await reader.close();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('open succeeded');
+}
+
+describe.each(KEY_SOURCES)('random access with %s', (_name, source: KeySource) => {
+  // 17 full chunks and a short one: enough boundaries for ranges to cross.
+  const plain = pseudoRandomBytes(17 * CHUNK_SIZE + 4321, 3);
+  let encrypted: Buffer;
+  let file: string;
+  let reader: EncryptedFileReader;
+
+  beforeAll(async () => {
+    encrypted = await encryptBuffer(plain, source);
+    file = await writeTemp(encrypted);
+    reader = await EncryptedFileReader.open(file, source);
+  });
+  afterAll(async () => {
+    await reader.close();
+  });
+
+  test('size is the plaintext size', () => {
+    expect(reader.size).toBe(plain.length);
+  });
+
+  test('100 random ranges, across chunk boundaries and empty, equal the sequential plaintext', async () => {
+    const rng = seededRandom(99);
+    const ranges: Array<[number, number]> = [
+      [0, 0],
+      [plain.length, plain.length],
+      [CHUNK_SIZE, CHUNK_SIZE],
+      [0, plain.length],
+      [plain.length - 1, plain.length],
+      [CHUNK_SIZE - 1, CHUNK_SIZE + 1],
+      [5 * CHUNK_SIZE, 6 * CHUNK_SIZE],
+      [16 * CHUNK_SIZE + 10, plain.length],
+    ];
+    while (ranges.length < 100) {
+      const start = randomInt(rng, plain.length + 1);
+      const length = rng() < 0.5 ? randomInt(rng, 3 * CHUNK_SIZE) : randomInt(rng, 300);
+      ranges.push([start, Math.min(plain.length, start + length)]);
+    }
+    for (const [start, end] of ranges) {
+      const got = await readStream(reader.createReadStream(start, end));
+      if (!got.equals(plain.subarray(start, end))) throw new Error(`range [${start}, ${end}) differs`);
+    }
+  });
+
+  test('concurrent streams over overlapping ranges each get their own bytes', async () => {
+    const ranges: Array<[number, number]> = [
+      [0, 5 * CHUNK_SIZE],
+      [3 * CHUNK_SIZE - 7, 9 * CHUNK_SIZE + 7],
+      [plain.length - 2 * CHUNK_SIZE, plain.length],
+      [100, 200],
+    ];
+    const results = await Promise.all(ranges.map(([s, e]) => readStream(reader.createReadStream(s, e))));
+    results.forEach((got, i) => expect(got.equals(plain.subarray(...ranges[i]))).toBe(true));
+  });
+
+  test('ranges outside the plaintext are refused', () => {
+    expect(() => reader.createReadStream(-1, 10)).toThrow(RangeError);
+    expect(() => reader.createReadStream(10, 5)).toThrow(RangeError);
+    expect(() => reader.createReadStream(0, plain.length + 1)).toThrow(RangeError);
+  });
+
+  test('a stream nobody reads does not decrypt ahead of its consumer', async () => {
+    const stream = reader.createReadStream(0, plain.length);
+    stream.read(0); // start reading without consuming anything
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(stream.readableLength).toBeGreaterThan(0);
+    expect(stream.readableLength).toBeLessThanOrEqual(2 * CHUNK_SIZE);
+    stream.destroy();
+  });
+
+  const firstChunk = (f: Buffer): Buffer => f.subarray(HEADER_SIZE, HEADER_SIZE + SEALED_CHUNK_SIZE);
+  const cutAt =
+    (length: number) =>
+    (f: Buffer): Buffer =>
+      f.subarray(0, length);
+  test.each([
+    ['cut inside the header', cutAt(60), 'E_CRYPT_TRUNCATED'],
+    ['header only', cutAt(HEADER_SIZE), 'E_CRYPT_TRUNCATED'],
+    ['cut at a chunk boundary', cutAt(HEADER_SIZE + 5 * SEALED_CHUNK_SIZE), 'E_CRYPT_TRUNCATED'],
+    ['cut 5 bytes after a chunk boundary', cutAt(HEADER_SIZE + 5 * SEALED_CHUNK_SIZE + 5), 'E_CRYPT_TRUNCATED'],
+    ['cut inside a chunk', cutAt(HEADER_SIZE + 5 * SEALED_CHUNK_SIZE + 999), 'E_CRYPT_CORRUPT'],
+    ['final chunk missing one byte', (f: Buffer) => f.subarray(0, f.length - 1), 'E_CRYPT_CORRUPT'],
+    ['one byte appended', (f: Buffer) => Buffer.concat([f, Buffer.from([1])]), 'E_CRYPT_CORRUPT'],
+    ['a full chunk appended', (f: Buffer) => Buffer.concat([f, firstChunk(f)]), 'E_CRYPT_CORRUPT'],
+  ] as const)('open refuses a file with %s', async (_what, damage, code) => {
+    expectCode(await openError(await writeTemp(damage(encrypted)), source), code);
+  });
+
+  test('open refuses a wrong key and a missing key', async () => {
+    const wrong: KeySource =
+      source.kind === 'raw' ? { kind: 'raw', key: Buffer.alloc(32, 9) } : { kind: 'passphrase', passphrase: 'nope' };
+    expect(codeOf(await openError(file, wrong))).toBe(
+      source.kind === 'raw' ? 'E_CRYPT_KEY_MISMATCH' : 'E_CRYPT_WRONG_PASSPHRASE',
+    );
+    expectCode(await openError(file, undefined as unknown as KeySource), 'E_CRYPT_KEY_REQUIRED');
+  });
+});
+
+describe('random access to a full final chunk', () => {
+  const source: KeySource = { kind: 'raw', key: Buffer.alloc(32, 4) };
+  const plain = pseudoRandomBytes(3 * CHUNK_SIZE, 4);
+
+  test('appended bytes after a full final chunk are reported as trailing data at open', async () => {
+    const encrypted = await encryptBuffer(plain, source);
+    const firstChunk = encrypted.subarray(HEADER_SIZE, HEADER_SIZE + SEALED_CHUNK_SIZE);
+    for (const extra of [Buffer.from([0]), Buffer.alloc(15), Buffer.alloc(16), firstChunk]) {
+      expectCode(await openError(await writeTemp(Buffer.concat([encrypted, extra])), source), 'E_CRYPT_TRAILING_DATA');
+    }
+  });
+
+  test('dropping the final chunk is reported as truncation at open', async () => {
+    const encrypted = await encryptBuffer(plain, source);
+    const cut = encrypted.subarray(0, encrypted.length - SEALED_CHUNK_SIZE);
+    expectCode(await openError(await writeTemp(cut), source), 'E_CRYPT_TRUNCATED', /ends after chunk 1/);
+  });
+});
+
+describe('random access and the stream decryptor', () => {
+  test('refuse every damage at the end of a file with the same code and message', async () => {
+    const source: KeySource = { kind: 'raw', key: Buffer.alloc(32, 7) };
+    let compared = 0;
+    for (const plainLength of [2 * CHUNK_SIZE, 2 * CHUNK_SIZE + 500]) {
+      const encrypted = await encryptBuffer(pseudoRandomBytes(plainLength, 7), source);
+      const variants: Buffer[] = [];
+      for (let cut = 1; cut <= SEALED_CHUNK_SIZE + 600; cut += cut < 40 ? 1 : 97) {
+        variants.push(encrypted.subarray(0, encrypted.length - cut));
+      }
+      // Up to one sealed chunk appended: open inspects the last two chunk positions, where the stream
+      // also notices it. (Longer appendages are still refused at open, by the chunk they misalign.)
+      for (const extra of [1, 15, 16, 17, 500, SEALED_CHUNK_SIZE - 1, SEALED_CHUNK_SIZE]) {
+        variants.push(Buffer.concat([encrypted, encrypted.subarray(HEADER_SIZE, HEADER_SIZE + extra)]));
+      }
+      for (const variant of variants) {
+        const streamErr = (await decryptBuffer(variant, source)).err as Error;
+        const openErr = (await openError(await writeTemp(variant), source)) as Error;
+        expect(codeOf(streamErr)).toMatch(/^E_CRYPT_/);
+        expect([codeOf(openErr), openErr.message]).toEqual([codeOf(streamErr), streamErr.message]);
+        compared += 1;
+      }
+    }
+    expect(compared).toBeGreaterThan(100);
+  });
+});
+
+describe('random access to a damaged middle chunk', () => {
+  const source: KeySource = { kind: 'raw', key: Buffer.alloc(32, 5) };
+  const plain = pseudoRandomBytes(6 * CHUNK_SIZE + 10, 5);
+
+  test('ranges before it read fine and ranges touching it fail without releasing its bytes', async () => {
+    const encrypted = await encryptBuffer(plain, source);
+    encrypted[HEADER_SIZE + 3 * SEALED_CHUNK_SIZE + 100] ^= 0x40;
+    const reader = await EncryptedFileReader.open(await writeTemp(encrypted), source);
+    try {
+      const before = await readStream(reader.createReadStream(10, 3 * CHUNK_SIZE));
+      expect(before.equals(plain.subarray(10, 3 * CHUNK_SIZE))).toBe(true);
+      const received: Buffer[] = [];
+      const stream = reader.createReadStream(2 * CHUNK_SIZE, 5 * CHUNK_SIZE);
+      stream.on('data', (d: Buffer) => received.push(d));
+      const err = await new Promise((resolve) => stream.on('error', resolve));
+      expectCode(err, 'E_CRYPT_CORRUPT', 'chunk 3 failed authentication (corrupted or tampered)');
+      expect(Buffer.concat(received).equals(plain.subarray(2 * CHUNK_SIZE, 3 * CHUNK_SIZE))).toBe(true);
+      // The cache must not keep the failure or a half result: a later read after it still works.
+      expect((await readStream(reader.createReadStream(4 * CHUNK_SIZE, 4 * CHUNK_SIZE + 5))).length).toBe(5);
+    } finally {
+      await reader.close();
+    }
+  });
+
+  test('a closed reader refuses to read', async () => {
+    const reader = await EncryptedFileReader.open(await writeTemp(await encryptBuffer(plain, source)), source);
+    await reader.close();
+    await expect(readStream(reader.createReadStream(0, 10))).rejects.toMatchObject({ code: 'E_INTERNAL' });
+  });
+});
+
+describe('encryptFile', () => {
+  test('writes a file the stream decryptor and the random-access reader both read back', async () => {
+    const source: KeySource = { kind: 'raw', key: Buffer.alloc(32, 6) };
+    const plain = pseudoRandomBytes(200000, 6);
+    const input = await writeTemp(plain);
+    const output = path.join(dir, 'out.zip.crypt');
+    await encryptFile(input, output, source);
+    const encrypted = await readFile(output);
+    expect((await decryptBuffer(encrypted, source)).out.equals(plain)).toBe(true);
+    const reader = await EncryptedFileReader.open(output, source);
+    expect((await readStream(reader.createReadStream(0, reader.size))).equals(plain)).toBe(true);
+    await reader.close();
+    await expect(access(`${output}.partial`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  test('leaves nothing behind when the input cannot be read', async () => {
+    const output = path.join(dir, 'never.zip.crypt');
+    const source: KeySource = { kind: 'raw', key: Buffer.alloc(32) };
+    await expect(encryptFile(path.join(dir, 'missing'), output, source)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(access(output)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(access(`${output}.partial`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
