@@ -5,6 +5,7 @@ import { CofferError } from '../core/errors';
 import { openDatabase, type Database } from '../db/connect';
 import { migrate } from '../db/migrate';
 import type { Logger } from '../log';
+import { repairAfterCrash } from '../pipeline/restore';
 import { createApp } from './app';
 
 export interface RunningServer {
@@ -37,6 +38,7 @@ export async function startServer(config: Config, log: Logger, hooks: { beforeLi
   try {
     const applied = await migrate(db.pool, { log });
     if (applied.length) log.info({ applied }, 'migrations applied');
+    await repairAfterCrash(config.dataDir, db.pool, log);
     await hooks.beforeListen?.(db);
     const app = createApp({ config, pool: db.pool, log, serverVersion: db.serverVersion });
     server = http.createServer(app);

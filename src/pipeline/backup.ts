@@ -13,7 +13,7 @@ import { lockKey } from '../db/locks';
 import { APP_SCHEMA, MIGRATIONS_TABLE } from '../db/migrate';
 import type { Logger } from '../log';
 import { walkFolder } from '../storage/walk';
-import { Meter } from './meter';
+import { Meter, through } from './meter';
 
 export interface BackupProgress {
   phase: 'database' | 'files' | 'finishing';
@@ -89,11 +89,6 @@ async function previousBackupBytes(pool: pg.Pool): Promise<number | undefined> {
   );
   const n = Number(res.rows[0]?.bytes);
   return Number.isFinite(n) && n > 0 ? n : undefined;
-}
-
-/** source piped into meter, with source errors carried into meter (plain pipe() would drop them). */
-function through(source: Readable, meter: Meter): Meter {
-  return pipeline(source, meter, () => undefined) as Meter;
 }
 
 function sequenceValue(text: string): string | number {

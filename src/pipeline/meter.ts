@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Transform } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 
 /** Passes bytes through while counting them, their lines and their SHA-256. */
 export class Meter extends Transform {
@@ -26,4 +26,9 @@ export class Meter extends Transform {
     this.digestHex ??= this.hash.digest('hex');
     return this.digestHex;
   }
+}
+
+/** source piped into meter, with source errors carried into meter (plain pipe() would drop them). */
+export function through(source: Readable, meter: Meter): Meter {
+  return pipeline(source, meter, () => undefined) as Meter;
 }

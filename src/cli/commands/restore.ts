@@ -1,0 +1,125 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline/promises';
+import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import type { Command } from 'commander';
+import { CofferError } from '../../core/errors';
+import { openDatabase } from '../../db/connect';
+import { describeUrl } from '../../db/pool';
+import { openArchive } from '../../pipeline/open-archive';
+import { restoreArchive, type RestoreProgress } from '../../pipeline/restore';
+import { KEY_OPTION_HELP, resolveKeySource, type KeyOptions } from '../keys';
+import { formatBytes, formatDuration, ProgressLine } from '../progress';
+import { print, runtime, type Runtime } from '../runtime';
+
+interface RestoreOptions extends KeyOptions {
+  databaseUrl?: string;
+  skipFiles?: boolean;
+  skipDatabase?: boolean;
+  force?: boolean;
+  yes?: boolean;
+}
+
+/** stdin is spooled (still encrypted, if it was) to a private file: the zip reader needs to seek. */
+export async function spoolStdin(dataDir: string): Promise<string> {
+  fs.mkdirSync(dataDir, { recursive: true });
+  const file = path.join(dataDir, `.coffer-spool-${randomBytes(6).toString('hex')}`);
+  try {
+    await pipeline(process.stdin, fs.createWriteStream(file, { mode: 0o600, flags: 'wx' }));
+  } catch (err) {
+    fs.rmSync(file, { force: true });
+    throw err;
+  }
+  return file;
+}
+
+export async function withArchiveFile<T>(rt: Runtime, file: string | undefined, fn: (file: string, label: string) => Promise<T>): Promise<T> {
+  if (file === undefined || file === '-') {
+    if (process.stdin.isTTY) throw new CofferError('E_USAGE', "name the archive file, or pipe it in and give '-'");
+    const spool = await spoolStdin(rt.config.dataDir);
+    try {
+      return await fn(spool, 'standard input');
+    } finally {
+      fs.rmSync(spool, { force: true });
+    }
+  }
+  return fn(file, path.basename(file));
+}
+
+async function confirm(question: string): Promise<boolean> {
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return (await rl.question(question)).trim().toLowerCase() === 'yes';
+  } finally {
+    rl.close();
+  }
+}
+
+function describeProgress(p: RestoreProgress, startedAt: number): string {
+  const t = formatDuration((Date.now() - startedAt) / 1000);
+  if (p.phase === 'files') return `restore: staging files ${p.files} (${formatBytes(p.fileBytes)}) ${t}`;
+  if (p.phase === 'database') return `restore: tables ${p.tablesDone}/${p.tablesTotal}${p.table ? ` ${p.table} ${p.rows} rows` : ''} ${t}`;
+  if (p.phase === 'constraints') return `restore: building indexes and checking constraints ${t}`;
+  return `restore: swapping in upload folders ${t}`;
+}
+
+export function registerRestore(program: Command): void {
+  program
+    .command('restore')
+    .description('replace the database and upload folders with an archive, all or nothing')
+    .argument('[file]', "archive (.zip or .zip.crypt), or '-' for standard input")
+    .option('--key-file <path>', KEY_OPTION_HELP.keyFile)
+    .option('--key <dash>', KEY_OPTION_HELP.key)
+    .option('--passphrase', KEY_OPTION_HELP.passphrase)
+    .option('--database-url <url>', 'database to replace (default: DATABASE_URL or the embedded server)')
+    .option('--skip-files', 'restore only the database')
+    .option('--skip-database', 'restore only the upload folders')
+    .option('--force', 'restore an archive from a newer build, or one missing tables')
+    .option('-y, --yes', 'do not ask for confirmation')
+    .action(async (file: string | undefined, opts: RestoreOptions) => {
+      if (opts.skipFiles && opts.skipDatabase) throw new CofferError('E_USAGE', '--skip-files and --skip-database together leave nothing to restore');
+      const rt = runtime({ quietByDefault: true });
+      const fromStdin = file === undefined || file === '-';
+      const key = await resolveKeySource(opts, rt.config, { stdinBusy: fromStdin });
+      await withArchiveFile(rt, file, async (archivePath, label) => {
+        const archive = await openArchive(archivePath, key);
+        try {
+          const target = opts.databaseUrl ? describeUrl(opts.databaseUrl) : rt.config.databaseUrl ? describeUrl(rt.config.databaseUrl.reveal()) : `the embedded database in ${rt.config.dataDir}`;
+          const what = [opts.skipDatabase ? undefined : `ALL data in ${target}`, opts.skipFiles ? undefined : `the upload folders in ${rt.config.dataDir}`].filter(Boolean).join(' and ');
+          if (!opts.yes && process.stdin.isTTY && process.stderr.isTTY) {
+            const ok = await confirm(`This replaces ${what} with the archive from ${archive.manifest.started_at}. Type 'yes' to continue: `);
+            if (!ok) throw new CofferError('E_ABORTED', 'restore cancelled; nothing was changed');
+          }
+          const db = opts.skipDatabase ? undefined : await openDatabase(rt.config, rt.log, { url: opts.databaseUrl });
+          try {
+            const progress = new ProgressLine();
+            const startedAt = Date.now();
+            const summary = await restoreArchive({
+              archive,
+              pool: db?.pool,
+              dataDir: rt.config.dataDir,
+              log: rt.log,
+              actor: { username: `cli:${process.env.USER ?? 'unknown'}` },
+              skipFiles: opts.skipFiles,
+              skipDatabase: opts.skipDatabase,
+              force: opts.force,
+              source: { archive: label, archive_bytes: fs.statSync(archivePath).size },
+              onProgress: (p) => progress.update(describeProgress(p, startedAt)),
+            });
+            progress.done();
+            const parts = [
+              opts.skipDatabase ? undefined : `${summary.tables} tables, ${summary.rows} rows into ${db!.description}`,
+              opts.skipFiles ? undefined : `${summary.files} files (${formatBytes(summary.fileBytes)}) into ${rt.config.dataDir}`,
+            ].filter(Boolean);
+            print(`restored ${parts.join('; ')} in ${formatDuration(summary.durationMs / 1000)}`);
+            if (summary.unknownMigrations.length) print(`warning: forced past unknown migrations ${summary.unknownMigrations.join(', ')}`);
+          } finally {
+            await db?.close();
+          }
+        } finally {
+          await archive.close();
+        }
+      });
+    });
+}

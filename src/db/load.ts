@@ -1,0 +1,131 @@
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CofferError, errorMessage, isCofferError } from '../core/errors';
+import { ident, qualified } from './sql';
+import type { TableInfo } from './introspect';
+
+/**
+ * SQL and mechanisms for loading an archive into the database. Every function here runs on a client
+ * that is inside the restore's transaction: nothing is visible to others until COMMIT.
+ */
+
+/** Drops everything in the schema (tables, types, sequences, functions) and recreates it empty. */
+export async function flushSchema(client: pg.ClientBase, schema: string): Promise<void> {
+  await client.query(`DROP SCHEMA IF EXISTS ${ident(schema)} CASCADE`);
+  await client.query(`CREATE SCHEMA ${ident(schema)}`);
+}
+
+/** Empties the tables and resets their identities (rows seeded by migrations go too). */
+export async function truncateTables(client: pg.ClientBase, tables: { schema: string; name: string }[]): Promise<void> {
+  if (tables.length === 0) return;
+  await client.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.name)).join(', ')} RESTART IDENTITY CASCADE`);
+}
+
+export interface DeferredConstraint {
+  table: string;
+  schema: string;
+  name: string;
+  definition: string;
+}
+
+export interface DeferredIndex {
+  name: string;
+  definition: string;
+}
+
+/**
+ * Removes foreign keys and secondary indexes before a bulk load, as pg_restore does: rows then load in
+ * any order (cycles, self-references) and indexes are built once instead of row by row. Primary keys,
+ * unique and check constraints stay, so duplicates and bad values still fail during the load.
+ */
+export async function dropForLoad(client: pg.ClientBase, schema: string): Promise<{ constraints: DeferredConstraint[]; indexes: DeferredIndex[] }> {
+  const fks = await client.query<DeferredConstraint>(
+    `SELECT c.conname AS name, t.relname AS table, n.nspname AS schema, pg_get_constraintdef(c.oid) AS definition
+       FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+      WHERE n.nspname = $1 AND c.contype = 'f'
+      ORDER BY t.relname, c.conname`,
+    [schema],
+  );
+  for (const fk of fks.rows) await client.query(`ALTER TABLE ${qualified(fk.schema, fk.table)} DROP CONSTRAINT ${ident(fk.name)}`);
+  const idx = await client.query<DeferredIndex>(
+    `SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition
+       FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace
+      WHERE n.nspname = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+      ORDER BY i.relname`,
+    [schema],
+  );
+  for (const i of idx.rows) await client.query(`DROP INDEX ${qualified(schema, i.name)}`);
+  return { constraints: fks.rows, indexes: idx.rows };
+}
+
+/**
+ * Rebuilds what dropForLoad removed. Adding a foreign key checks every row against it, and building a
+ * unique index checks uniqueness: this is where a restore proves the constraints hold.
+ */
+export async function restoreAfterLoad(client: pg.ClientBase, dropped: { constraints: DeferredConstraint[]; indexes: DeferredIndex[] }): Promise<void> {
+  for (const i of dropped.indexes) {
+    try {
+      await client.query(i.definition);
+    } catch (err) {
+      throw new CofferError('E_RESTORE_FAILED', `the restored data violates index ${i.name}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+  for (const fk of dropped.constraints) {
+    try {
+      await client.query(`ALTER TABLE ${qualified(fk.schema, fk.table)} ADD CONSTRAINT ${ident(fk.name)} ${fk.definition}`);
+    } catch (err) {
+      throw new CofferError('E_RESTORE_FAILED', `the restored data violates foreign key ${fk.name} on ${fk.table}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+}
+
+const STAGE = 'coffer_restore_stage';
+
+export async function createStage(client: pg.ClientBase): Promise<void> {
+  await client.query(`CREATE TEMP TABLE ${STAGE} (line text NOT NULL) ON COMMIT DROP`);
+}
+
+/**
+ * Loads one table from a JSONL stream: COPY the lines verbatim into a staging table (the same \x01/\x02
+ * CSV trick as the dump, so JSON text passes untouched), then let PostgreSQL turn each line into a row
+ * with jsonb_populate_record. Node never parses a row. Returns the number of rows inserted.
+ */
+export async function loadTable(client: pg.PoolClient, table: TableInfo, entry: string, lines: Readable): Promise<number> {
+  await client.query(`TRUNCATE ${STAGE}`);
+  try {
+    await pipeline(lines, client.query(copyFrom(`COPY ${STAGE} (line) FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`)));
+  } catch (err) {
+    if (isCofferError(err)) throw err;
+    throw new CofferError('E_ARCHIVE_BAD_ROW', `${entry}: cannot be loaded: ${errorMessage(err)}`, { cause: err });
+  }
+  const cols = table.columns.map((c) => ident(c.name)).join(', ');
+  const overriding = table.hasAlwaysIdentity ? ' OVERRIDING SYSTEM VALUE' : '';
+  try {
+    const res = await client.query(
+      `INSERT INTO ${qualified(table.schema, table.name)} (${cols})${overriding}
+       SELECT ${table.columns.map((c) => `r.${ident(c.name)}`).join(', ')}
+         FROM ${STAGE} s, jsonb_populate_record(NULL::${qualified(table.schema, table.name)}, s.line::jsonb) r`,
+    );
+    return res.rowCount ?? 0;
+  } catch (err) {
+    const pgErr = err as { code?: string; message?: string };
+    // 22P02 / 22023 / 22030: malformed JSON or a value that does not fit its column.
+    const code = pgErr.code && pgErr.code.startsWith('22') ? 'E_ARCHIVE_BAD_ROW' : 'E_RESTORE_FAILED';
+    throw new CofferError(code, `${entry}: the database refused a row: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+export async function setSequence(client: pg.ClientBase, schema: string, name: string, lastValue: string, isCalled: boolean): Promise<void> {
+  await client.query(`SELECT setval($1::regclass, $2::bigint, $3)`, [qualified(schema, name), lastValue, isCalled]);
+}
+
+/** Deferred constraints are checked now, inside the transaction, so a violation names itself. */
+export async function checkDeferredConstraints(client: pg.ClientBase): Promise<void> {
+  try {
+    await client.query('SET CONSTRAINTS ALL IMMEDIATE');
+  } catch (err) {
+    throw new CofferError('E_RESTORE_FAILED', `the restored data violates a constraint: ${errorMessage(err)}`, { cause: err });
+  }
+}

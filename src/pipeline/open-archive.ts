@@ -1,0 +1,150 @@
+import fs from 'node:fs';
+import { z } from 'zod';
+import { ARCHIVE_TOP_LEVEL, DB_PREFIX, fileSource, MANIFEST_ENTRY, openZip, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipArchive } from '../archive';
+import { CofferError, errorMessage } from '../core/errors';
+import { ARCHIVE_FORMAT, type Manifest } from '../core/manifest';
+import { EncryptedFileReader, isCofferEncrypted, type KeySource } from '../crypto';
+import { knownMigrations } from '../db/migrate';
+
+const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+
+const manifestSchema = z.object({
+  format: z.number().int(),
+  app: z.object({ name: z.string(), version: z.string() }),
+  postgres: z.object({ server_version: z.string() }),
+  migrations: z.array(z.string()),
+  started_at: z.string(),
+  finished_at: z.string(),
+  tables: z.array(
+    z.object({
+      schema: z.string().min(1),
+      name: z.string().min(1),
+      entry: z.string().startsWith(DB_PREFIX),
+      columns: z.array(z.object({ name: z.string().min(1), type: z.string() })).min(1),
+      rows: z.number().int().nonnegative(),
+      bytes: z.number().int().nonnegative(),
+      sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    }),
+  ),
+  sequences: z.array(z.object({ schema: z.string(), name: z.string(), last_value: z.union([z.number().int(), z.string().regex(/^-?\d+$/)]), is_called: z.boolean() })),
+  files: z.record(z.string(), z.object({ files: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() })),
+  file_errors: z.array(z.object({ path: z.string(), error: z.string() })),
+});
+
+export interface OpenedArchive {
+  zip: ZipArchive;
+  manifest: Manifest;
+  encrypted: boolean;
+  /** Key id of an encrypted archive (hex). */
+  keyId?: string;
+  close(): Promise<void>;
+}
+
+async function isEncryptedFile(file: string): Promise<boolean> {
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(file, 'r');
+  } catch (err) {
+    throw new CofferError('E_USAGE', `cannot open archive ${file}: ${errorMessage(err)}`);
+  }
+  try {
+    const buf = Buffer.alloc(8);
+    const { bytesRead } = await fh.read(buf, 0, 8, 0);
+    return bytesRead === 8 && isCofferEncrypted(buf);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Opens an archive file for reading, plain or encrypted (told apart by the magic bytes, never by the
+ * name): an encrypted one is read through the random-access decryptor, so no plaintext copy is ever
+ * written. Checks structure, VERSION and manifest, and that manifest and entries agree.
+ */
+export async function openArchive(file: string, key: KeySource | undefined): Promise<OpenedArchive> {
+  const encrypted = await isEncryptedFile(file);
+  const source = encrypted ? await EncryptedFileReader.open(file, key) : await fileSource(file);
+  const keyId = encrypted ? (source as EncryptedFileReader).keyIdHex : undefined;
+  const zip = await openZip(source, { allowedTopLevel: ARCHIVE_TOP_LEVEL });
+  try {
+    const manifest = await readManifest(zip);
+    checkEntriesAgainstManifest(zip, manifest);
+    return { zip, manifest, encrypted, keyId, close: () => zip.close() };
+  } catch (err) {
+    await zip.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function readManifest(zip: ZipArchive): Promise<Manifest> {
+  if (!zip.has(VERSION_ENTRY)) throw new CofferError('E_ARCHIVE_INVALID', 'archive has no VERSION entry: not a coffer archive');
+  const version = (await zip.readEntryBuffer(VERSION_ENTRY, 64)).toString('utf8');
+  if (version !== VERSION_CONTENT) {
+    throw new CofferError('E_ARCHIVE_VERSION', `archive format version ${JSON.stringify(version.trim())} is not supported (this build reads version 1)`);
+  }
+  if (!zip.has(MANIFEST_ENTRY)) throw new CofferError('E_ARCHIVE_INVALID', 'archive has no manifest.json: the backup did not finish');
+  let raw: unknown;
+  try {
+    raw = JSON.parse((await zip.readEntryBuffer(MANIFEST_ENTRY, MAX_MANIFEST_BYTES)).toString('utf8'));
+  } catch (err) {
+    if (err instanceof CofferError) throw err;
+    throw new CofferError('E_ARCHIVE_INVALID', `manifest.json is not valid JSON: ${errorMessage(err)}`);
+  }
+  const parsed = manifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new CofferError('E_ARCHIVE_INVALID', `manifest.json is malformed: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  if (parsed.data.format !== ARCHIVE_FORMAT) {
+    throw new CofferError('E_ARCHIVE_VERSION', `manifest format ${parsed.data.format} is not supported (this build reads format ${ARCHIVE_FORMAT})`);
+  }
+  return parsed.data as Manifest;
+}
+
+function checkEntriesAgainstManifest(zip: ZipArchive, m: Manifest): void {
+  const listed = new Map<string, number>();
+  const seen = new Set<string>();
+  for (const t of m.tables) {
+    const key = `${t.schema}.${t.name}`;
+    if (seen.has(key)) throw new CofferError('E_ARCHIVE_INVALID', `manifest lists table ${key} twice`);
+    seen.add(key);
+    if (listed.has(t.entry)) throw new CofferError('E_ARCHIVE_INVALID', `manifest uses entry ${t.entry} for two tables`);
+    listed.set(t.entry, t.bytes);
+  }
+  const folderCounts = new Map<string, { files: number; bytes: number }>();
+  for (const e of zip.entries) {
+    if (e.name.startsWith(DB_PREFIX) && !e.isDirectory) {
+      const bytes = listed.get(e.name);
+      if (bytes === undefined) throw new CofferError('E_ARCHIVE_INVALID', `entry ${e.name} is not listed in manifest.json`);
+      if (e.uncompressedSize !== bytes) {
+        throw new CofferError('E_ARCHIVE_CHECKSUM', `entry ${e.name} is ${e.uncompressedSize} bytes, manifest.json says ${bytes}`);
+      }
+      listed.delete(e.name);
+    }
+    const top = e.name.split('/')[0];
+    if ((UPLOAD_FOLDERS as readonly string[]).includes(top) && !e.isDirectory) {
+      const c = folderCounts.get(top) ?? { files: 0, bytes: 0 };
+      c.files++;
+      c.bytes += e.uncompressedSize;
+      folderCounts.set(top, c);
+    }
+  }
+  if (listed.size > 0) throw new CofferError('E_ARCHIVE_INVALID', `manifest.json lists ${[...listed.keys()].join(', ')}, missing from the archive`);
+  for (const folder of UPLOAD_FOLDERS) {
+    const want = m.files[folder] ?? { files: 0, bytes: 0 };
+    const have = folderCounts.get(folder) ?? { files: 0, bytes: 0 };
+    if (want.files !== have.files || want.bytes !== have.bytes) {
+      throw new CofferError('E_ARCHIVE_INVALID', `${folder}: manifest.json says ${want.files} files (${want.bytes} bytes), the archive holds ${have.files} (${have.bytes} bytes)`);
+    }
+  }
+}
+
+/** Refuses an archive made by a newer build (migrations this build does not know) unless forced. */
+export function checkMigrationsKnown(m: Manifest, force: boolean): { unknown: string[] } {
+  const known = new Set(knownMigrations().map((x) => x.name));
+  const unknown = m.migrations.filter((n) => !known.has(n));
+  if (unknown.length > 0 && !force) {
+    throw new CofferError('E_ARCHIVE_NEWER', `archive was made by a newer coffer: migrations ${unknown.join(', ')} are unknown to this build (upgrade coffer, or --force to try anyway)`);
+  }
+  return { unknown };
+}

@@ -1,0 +1,272 @@
+import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
+import { CofferError, errorMessage } from '../core/errors';
+import type { Manifest, ManifestTable } from '../core/manifest';
+import { writeBackupLog, type Actor } from '../db/backup-log';
+import { listTables, type TableInfo } from '../db/introspect';
+import { checkDeferredConstraints, createStage, dropForLoad, flushSchema, loadTable, restoreAfterLoad, setSequence, truncateTables } from '../db/load';
+import { lockKey } from '../db/locks';
+import { APP_SCHEMA, knownMigrations, migrateInTransaction } from '../db/migrate';
+import type { Logger } from '../log';
+import {
+  abandonStaged,
+  acquireRestoreLock,
+  completeSwap,
+  repairInterruptedRestore,
+  stageFiles,
+  swapStaged,
+  writeJournal,
+  type StagedFiles,
+} from '../storage/restore-files';
+import { Meter, through } from './meter';
+import { checkMigrationsKnown, type OpenedArchive } from './open-archive';
+
+export interface RestoreProgress {
+  phase: 'files' | 'database' | 'constraints' | 'swap';
+  table?: string;
+  tablesDone: number;
+  tablesTotal: number;
+  rows: number;
+  files: number;
+  fileBytes: number;
+}
+
+export interface RestoreRequest {
+  archive: OpenedArchive;
+  /** Absent with skipDatabase. */
+  pool?: pg.Pool;
+  dataDir: string;
+  log: Logger;
+  actor?: Actor;
+  skipFiles?: boolean;
+  skipDatabase?: boolean;
+  force?: boolean;
+  /** Shown in backup_log (e.g. the archive's file name and sha256). */
+  source?: Record<string, unknown>;
+  onProgress?: (p: RestoreProgress) => void;
+}
+
+export interface RestoreSummary {
+  id: string;
+  tables: number;
+  rows: number;
+  files: number;
+  fileBytes: number;
+  durationMs: number;
+  unknownMigrations: string[];
+}
+
+/** Whether restore `id` committed its database part: its backup_log row exists only if it did. */
+export function restoreCommitted(pool: pg.Pool): (id: string) => Promise<boolean> {
+  return async (id) => {
+    const res = await pool.query(`SELECT 1 FROM backup_log WHERE event = 'restore' AND details->>'restore_id' = $1`, [id]).catch(() => ({ rowCount: 0 }));
+    return (res.rowCount ?? 0) > 0;
+  };
+}
+
+/**
+ * Restores an opened archive, all or nothing (DESIGN §6): files are staged first, the database is
+ * replaced in one transaction, and the staged folders are swapped in only after COMMIT.
+ */
+export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummary> {
+  const started = Date.now();
+  const id = `${new Date().toISOString()}-${randomBytes(4).toString('hex')}`;
+  const { manifest } = req.archive;
+  const { unknown } = checkMigrationsKnown(manifest, !!req.force);
+  if (!req.skipDatabase && !req.pool) throw new CofferError('E_INTERNAL', 'restore of the database needs a connection pool');
+  const progress: RestoreProgress = { phase: 'files', tablesDone: 0, tablesTotal: manifest.tables.length, rows: 0, files: 0, fileBytes: 0 };
+  const report = () => req.onProgress?.({ ...progress });
+
+  const release = acquireRestoreLock(req.dataDir);
+  let staged: StagedFiles | undefined;
+  // Once the database has committed (or a files-only swap is journalled), the staged folders must be
+  // swapped in, never discarded: a failure from there on is finished by the next run's repair.
+  let pastNoReturn = false;
+  try {
+    if (req.pool) await repairInterruptedRestore(req.dataDir, req.log, restoreCommitted(req.pool));
+    else await repairInterruptedRestore(req.dataDir, req.log, async () => false);
+
+    if (!req.skipFiles) {
+      staged = await stageFiles(req.archive.zip, req.dataDir, (files, bytes) => {
+        progress.files = files;
+        progress.fileBytes = bytes;
+        report();
+      });
+    }
+    let rows = 0;
+    if (!req.skipDatabase) {
+      rows = await restoreDatabase(req, id, manifest, unknown, staged, progress, report);
+      pastNoReturn = true;
+    }
+    if (staged) {
+      progress.phase = 'swap';
+      report();
+      if (req.skipDatabase) {
+        writeJournal(req.dataDir, { id, staging: staged.staging, phase: 'committed', database: false });
+        pastNoReturn = true;
+        swapStaged(req.dataDir, staged.staging);
+        abandonStaged(req.dataDir, staged.staging);
+      } else {
+        completeSwap(req.dataDir, { id, staging: staged.staging, phase: 'committed', database: true });
+      }
+    }
+    return {
+      id,
+      tables: req.skipDatabase ? 0 : manifest.tables.length,
+      rows,
+      files: staged?.files ?? 0,
+      fileBytes: staged?.bytes ?? 0,
+      durationMs: Date.now() - started,
+      unknownMigrations: unknown,
+    };
+  } catch (err) {
+    if (!pastNoReturn) {
+      // Before COMMIT nothing live changed; staged files are simply dropped.
+      if (staged) abandonStaged(req.dataDir, staged.staging);
+      throw err;
+    }
+    throw new CofferError(
+      'E_RESTORE_FAILED',
+      `the database was restored, but swapping in the upload folders failed: ${errorMessage(err)}; the next coffer restore or service start finishes the swap`,
+      { cause: err },
+    );
+  } finally {
+    release();
+  }
+}
+
+async function restoreDatabase(
+  req: RestoreRequest,
+  id: string,
+  manifest: Manifest,
+  unknownMigrations: string[],
+  staged: StagedFiles | undefined,
+  progress: RestoreProgress,
+  report: () => void,
+): Promise<number> {
+  const client = await req.pool!.connect();
+  let committed = false;
+  try {
+    await client.query('BEGIN');
+    const locked = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS ok', [lockKey('restore')]);
+    if (!locked.rows[0].ok) throw new CofferError('E_RESTORE_RUNNING', 'another restore is running on this database');
+
+    // Flush, then migrate to exactly the archive's level, so tables match what the archive holds.
+    await flushSchema(client, APP_SCHEMA);
+    const known = knownMigrations();
+    const archiveLevel = manifest.migrations.filter((m) => known.some((k) => k.name === m));
+    const target = archiveLevel.length ? archiveLevel[archiveLevel.length - 1] : undefined;
+    if (target) await migrateInTransaction(client, { to: target, log: req.log });
+    const tables = await listTables(client, APP_SCHEMA);
+    const plan = matchTables(manifest, tables, !!req.force);
+    await truncateTables(client, tables);
+    const dropped = await dropForLoad(client, APP_SCHEMA);
+    await createStage(client);
+
+    progress.phase = 'database';
+    let rows = 0;
+    for (const { entry, table } of plan) {
+      progress.table = `${table.schema}.${table.name}`;
+      progress.rows = 0;
+      report();
+      rows += await loadEntry(req, client, entry, table, progress);
+      progress.tablesDone++;
+    }
+    for (const s of manifest.sequences) {
+      try {
+        await setSequence(client, s.schema, s.name, String(s.last_value), s.is_called);
+      } catch (err) {
+        throw new CofferError('E_RESTORE_FAILED', `cannot set sequence ${s.schema}.${s.name}: ${errorMessage(err)}`, { cause: err });
+      }
+    }
+
+    progress.phase = 'constraints';
+    progress.table = undefined;
+    report();
+    await restoreAfterLoad(client, dropped);
+    // Later migrations run on the restored data, as an upgrade would.
+    await migrateInTransaction(client, { log: req.log });
+    await checkDeferredConstraints(client);
+    await writeBackupLog(client, 'restore', req.actor, {
+      restore_id: id,
+      ...req.source,
+      archive_started_at: manifest.started_at,
+      tables: plan.length,
+      rows,
+      encrypted: req.archive.encrypted,
+      files: staged ? staged.files : null,
+      forced_unknown_migrations: unknownMigrations.length ? unknownMigrations : undefined,
+    });
+    if (staged) writeJournal(req.dataDir, { id, staging: staged.staging, phase: 'prepared', database: true });
+    await client.query('COMMIT');
+    committed = true;
+    return rows;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release(!committed);
+  }
+}
+
+function matchTables(m: Manifest, tables: TableInfo[], force: boolean): { entry: ManifestTable; table: TableInfo }[] {
+  const byName = new Map(tables.map((t) => [`${t.schema}.${t.name}`, t]));
+  const plan: { entry: ManifestTable; table: TableInfo }[] = [];
+  for (const entry of m.tables) {
+    const table = byName.get(`${entry.schema}.${entry.name}`);
+    if (!table) throw new CofferError('E_ARCHIVE_INVALID', `archive has table ${entry.schema}.${entry.name}, which this database schema does not have`);
+    const cols = new Set(table.columns.map((c) => c.name));
+    const missing = entry.columns.filter((c) => !cols.has(c.name)).map((c) => c.name);
+    // A column the schema lacks would be dropped silently by jsonb_populate_record: refuse instead.
+    if (missing.length) throw new CofferError('E_ARCHIVE_INVALID', `archive table ${entry.name} has columns ${missing.join(', ')}, which this database schema does not have`);
+    plan.push({ entry, table });
+    byName.delete(`${entry.schema}.${entry.name}`);
+  }
+  if (byName.size > 0 && !force) {
+    throw new CofferError('E_ARCHIVE_INVALID', `archive has no data for tables ${[...byName.keys()].join(', ')} (incomplete archive? --force restores them empty)`);
+  }
+  return plan;
+}
+
+async function loadEntry(req: RestoreRequest, client: pg.PoolClient, entry: ManifestTable, table: TableInfo, progress: RestoreProgress): Promise<number> {
+  const meter = new Meter(true);
+  const ticker = setInterval(() => {
+    progress.rows = meter.lines;
+    req.onProgress?.({ ...progress });
+  }, 250);
+  let inserted: number;
+  try {
+    inserted = await loadTable(client, table, entry.entry, through(await req.archive.zip.openEntry(entry.entry), meter));
+  } finally {
+    clearInterval(ticker);
+  }
+  if (meter.bytes !== entry.bytes || meter.sha256 !== entry.sha256) {
+    throw new CofferError('E_ARCHIVE_CHECKSUM', `${entry.entry}: sha256 ${meter.sha256} does not match manifest.json (${entry.sha256})`);
+  }
+  if (meter.lines !== entry.rows) {
+    throw new CofferError('E_ARCHIVE_ROWS', `${entry.entry}: ${meter.lines} rows, manifest.json says ${entry.rows}`);
+  }
+  if (inserted !== entry.rows) {
+    throw new CofferError('E_ARCHIVE_ROWS', `${entry.entry}: ${inserted} rows inserted, manifest.json says ${entry.rows}`);
+  }
+  return inserted;
+}
+
+/**
+ * Run at service start: finishes (or undoes) a restore that was interrupted between its COMMIT and
+ * the swap of the upload folders. Skipped while another restore holds the lock.
+ */
+export async function repairAfterCrash(dataDir: string, pool: pg.Pool, log: Logger): Promise<void> {
+  let release: () => void;
+  try {
+    release = acquireRestoreLock(dataDir);
+  } catch (err) {
+    log.warn({ err: errorMessage(err) }, 'a restore is running; not checking for an interrupted one');
+    return;
+  }
+  try {
+    await repairInterruptedRestore(dataDir, log, restoreCommitted(pool));
+  } finally {
+    release();
+  }
+}

@@ -1,0 +1,210 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { UPLOAD_FOLDERS, type ZipArchive } from '../archive';
+import { CofferError, errorMessage } from '../core/errors';
+import type { Logger } from '../log';
+
+/**
+ * Upload folders are restored in three steps: extract into a staging folder inside DATA_DIR (same file
+ * system, so the swap is a rename), swap the folders in after the database has committed, and delete
+ * the old ones only once every folder has been swapped. A journal file records how far a restore got,
+ * so that a crash between COMMIT and the swap is finished (or undone) by the next run.
+ */
+
+export const JOURNAL_FILE = '.coffer-restore.json';
+const STAGING_PREFIX = '.coffer-restore-';
+
+export interface Journal {
+  id: string;
+  staging: string;
+  /** prepared: files staged, database not yet known to be committed; committed: swap may proceed. */
+  phase: 'prepared' | 'committed';
+  database: boolean;
+}
+
+export interface StagedFiles {
+  id: string;
+  staging: string;
+  files: number;
+  bytes: number;
+}
+
+function journalPath(dataDir: string): string {
+  return path.join(dataDir, JOURNAL_FILE);
+}
+
+export function readJournal(dataDir: string): Journal | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(journalPath(dataDir), 'utf8')) as Journal;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CofferError('E_RESTORE_FAILED', `restore journal ${journalPath(dataDir)} is unreadable: ${errorMessage(err)}; inspect it and the ${STAGING_PREFIX}* folders by hand`);
+  }
+}
+
+export function writeJournal(dataDir: string, journal: Journal): void {
+  const tmp = journalPath(dataDir) + '.tmp';
+  fs.writeFileSync(tmp, JSON.stringify(journal) + '\n', { mode: 0o600 });
+  const fd = fs.openSync(tmp, 'r');
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  fs.renameSync(tmp, journalPath(dataDir));
+}
+
+function removeJournal(dataDir: string): void {
+  fs.rmSync(journalPath(dataDir), { force: true });
+}
+
+async function freeBytes(dir: string): Promise<number | undefined> {
+  try {
+    const s = await fs.promises.statfs(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Extracts the upload folders of the archive into a new staging folder. Nothing live is touched. */
+export async function stageFiles(zip: ZipArchive, dataDir: string, onFile?: (files: number, bytes: number) => void): Promise<StagedFiles> {
+  fs.mkdirSync(dataDir, { recursive: true });
+  const id = `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
+  const staging = path.join(dataDir, STAGING_PREFIX + id);
+  const root = path.join(staging, 'new');
+  const uploadEntries = zip.entries.filter((e) => (UPLOAD_FOLDERS as readonly string[]).includes(e.name.split('/')[0]));
+  const needed = uploadEntries.reduce((n, e) => n + e.uncompressedSize, 0);
+  const free = await freeBytes(dataDir);
+  if (free !== undefined && needed > free) {
+    throw new CofferError('E_RESTORE_FAILED', `not enough disk space in ${dataDir} to stage the upload folders: need ${needed} bytes, ${free} free`);
+  }
+  let files = 0;
+  let bytes = 0;
+  try {
+    for (const folder of UPLOAD_FOLDERS) fs.mkdirSync(path.join(root, folder), { recursive: true, mode: 0o750 });
+    for (const e of uploadEntries) {
+      const target = path.resolve(root, e.name);
+      // The zip reader already refused unsafe names; this is the last line of defence.
+      if (!target.startsWith(root + path.sep)) throw new CofferError('E_ARCHIVE_UNSAFE_ENTRY', `entry ${e.name} would be written outside the staging folder`);
+      if (e.isDirectory) {
+        fs.mkdirSync(target, { recursive: true, mode: 0o750 });
+        continue;
+      }
+      fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o750 });
+      await pipeline(await zip.openEntry(e.name), fs.createWriteStream(target, { flags: 'wx', mode: 0o640 }));
+      files++;
+      bytes += e.uncompressedSize;
+      onFile?.(files, bytes);
+    }
+  } catch (err) {
+    fs.rmSync(staging, { recursive: true, force: true });
+    throw err;
+  }
+  return { id, staging, files, bytes };
+}
+
+export function discardStaged(staged: { staging: string }): void {
+  fs.rmSync(staged.staging, { recursive: true, force: true });
+}
+
+/**
+ * Swaps the staged folders in. Idempotent, so an interrupted swap can simply be run again: a folder
+ * already swapped has no staged copy left.
+ */
+export function swapStaged(dataDir: string, staging: string): void {
+  const oldRoot = path.join(staging, 'old');
+  fs.mkdirSync(oldRoot, { recursive: true });
+  for (const folder of UPLOAD_FOLDERS) {
+    const incoming = path.join(staging, 'new', folder);
+    if (!fs.existsSync(incoming)) continue;
+    const live = path.join(dataDir, folder);
+    const aside = path.join(oldRoot, folder);
+    if (fs.existsSync(live)) {
+      if (fs.existsSync(aside)) fs.rmSync(live, { recursive: true, force: true });
+      else fs.renameSync(live, aside);
+    }
+    fs.renameSync(incoming, live);
+  }
+}
+
+/** Swap, then forget: the journal goes first (so no later run redoes anything), then the old folders. */
+export function completeSwap(dataDir: string, journal: Journal): void {
+  writeJournal(dataDir, { ...journal, phase: 'committed' });
+  swapStaged(dataDir, journal.staging);
+  removeJournal(dataDir);
+  fs.rmSync(journal.staging, { recursive: true, force: true });
+}
+
+export function abandonStaged(dataDir: string, staging: string): void {
+  removeJournal(dataDir);
+  fs.rmSync(staging, { recursive: true, force: true });
+}
+
+/**
+ * Finishes or undoes a restore that stopped between staging its files and swapping them in.
+ * `committed(id)` says whether the database part of restore `id` committed (a restore row exists).
+ * Leftover staging folders without a journal (a restore killed while extracting) are removed.
+ */
+export async function repairInterruptedRestore(dataDir: string, log: Logger, committed: (id: string) => Promise<boolean>): Promise<'none' | 'completed' | 'rolled-back'> {
+  let outcome: 'none' | 'completed' | 'rolled-back' = 'none';
+  const journal = readJournal(dataDir);
+  if (journal) {
+    const done = journal.phase === 'committed' || !journal.database || (await committed(journal.id));
+    if (done) {
+      completeSwap(dataDir, journal);
+      log.warn({ restore: journal.id }, 'finished swapping in the upload folders of an interrupted restore (its database part had committed)');
+      outcome = 'completed';
+    } else {
+      abandonStaged(dataDir, journal.staging);
+      log.warn({ restore: journal.id }, 'removed the staged upload folders of an interrupted restore (its database part had not committed)');
+      outcome = 'rolled-back';
+    }
+  }
+  let leftovers: string[] = [];
+  try {
+    leftovers = fs.readdirSync(dataDir).filter((n) => n.startsWith(STAGING_PREFIX));
+  } catch {
+    // no DATA_DIR yet: nothing to repair
+  }
+  for (const name of leftovers) {
+    fs.rmSync(path.join(dataDir, name), { recursive: true, force: true });
+    log.info({ folder: name }, 'removed a staging folder left by an interrupted restore');
+  }
+  return outcome;
+}
+
+const LOCK_FILE = '.coffer-restore.lock';
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * One restore at a time per DATA_DIR (the database has its own advisory lock). The lock file holds the
+ * owner's pid; a lock whose owner is gone (killed restore) is taken over. Returns the release function.
+ */
+export function acquireRestoreLock(dataDir: string): () => void {
+  fs.mkdirSync(dataDir, { recursive: true });
+  const file = path.join(dataDir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = fs.openSync(file, 'wx', 0o600);
+      fs.writeSync(fd, String(process.pid));
+      fs.closeSync(fd);
+      return () => fs.rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(fs.readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && pidAlive(owner)) {
+        throw new CofferError('E_RESTORE_RUNNING', `another restore (pid ${owner}) is running on ${dataDir}`);
+      }
+      fs.rmSync(file, { force: true });
+    }
+  }
+  throw new CofferError('E_RESTORE_RUNNING', `could not take the restore lock ${file}`);
+}
