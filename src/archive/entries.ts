@@ -10,12 +10,15 @@ export const DB_PREFIX = 'db/';
 export const UPLOAD_FOLDERS = ['uploadedfiles', 'uploadedimages', 'uploadedassets'] as const;
 export type UploadFolder = (typeof UPLOAD_FOLDERS)[number];
 
-/** Every top-level name a v1 archive may contain: pass this as `allowedTopLevel` to `openZip`. */
+/**
+ * Every top-level name a v1 archive may contain: pass this as `allowedTopLevel` to `openZip`. Folders
+ * end in `/`, so a plain file called `db` or `uploadedfiles` is refused (see checkEntryName).
+ */
 export const ARCHIVE_TOP_LEVEL: readonly string[] = [
   VERSION_ENTRY,
   MANIFEST_ENTRY,
-  DB_PREFIX.slice(0, -1),
-  ...UPLOAD_FOLDERS,
+  DB_PREFIX,
+  ...UPLOAD_FOLDERS.map((folder) => `${folder}/`),
 ];
 
 /**
@@ -72,9 +75,11 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 /**
  * Why an entry name is unsafe to extract, or null when it is safe. A trailing `/` marks a directory
  * and is not an empty segment. `allowedTopLevel`, when given, lists the only names the first segment
- * may have. The rules are deliberately stricter than "would not escape the target folder": anything a
- * well-behaved writer never produces (empty or `.` segments, backslashes) is refused rather than
- * normalised, because normalising is how two different names end up as the same file.
+ * may have: `name/` allows only a folder of that name (and everything in it), a bare `name` allows a
+ * top-level file or folder of that name. The rules are deliberately stricter than "would not escape
+ * the target folder": anything a well-behaved writer never produces (empty or `.` segments,
+ * backslashes) is refused rather than normalised, because normalising is how two different names end
+ * up as the same file.
  */
 export function checkEntryName(name: string, allowedTopLevel?: readonly string[]): string | null {
   if (name.length === 0) return 'empty name';
@@ -92,11 +97,17 @@ export function checkEntryName(name: string, allowedTopLevel?: readonly string[]
     if (segment === '..') return "'..' path segment";
     if (segment === '.') return "'.' path segment";
   }
-  if (allowedTopLevel !== undefined) {
-    const top = path.split('/', 1)[0];
-    if (!allowedTopLevel.includes(top)) return `top-level name '${top}' is not one of ${allowedTopLevel.join(', ')}`;
+  return allowedTopLevel === undefined ? null : topLevelProblem(name, allowedTopLevel);
+}
+
+function topLevelProblem(name: string, allowedTopLevel: readonly string[]): string | null {
+  const slash = name.indexOf('/');
+  const top = slash === -1 ? name : name.slice(0, slash);
+  if (allowedTopLevel.includes(top)) return null;
+  if (allowedTopLevel.includes(`${top}/`)) {
+    return slash === -1 ? `'${top}' must be a folder, not a file` : null;
   }
-  return null;
+  return `top-level name '${top}' is not one of ${allowedTopLevel.join(', ')}`;
 }
 
 /**

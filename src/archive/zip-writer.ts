@@ -43,13 +43,10 @@ export function createZipWriter(opts: ZipWriterOptions = {}): ZipWriter {
 }
 
 const DEFAULT_LEVEL = 6;
-/**
- * Same as archiver's own readable buffer. Buffer and zlib chunk sizes were measured (16 vs 64 KiB zlib
- * chunks, 16 KiB vs 1 MiB stream buffers): no difference beyond noise, because one deflate stream on the
- * libuv threadpool is the bottleneck (archiver reaches ~95% of a bare zlib.createDeflateRaw pipeline).
- * Memory stays bounded by these buffers whatever the entry size.
- */
-const OUTPUT_HIGH_WATER_MARK = 1024 * 1024;
+// Buffer sizes are left at their defaults (archiver: 1 MiB a stream, 16 KiB here). Larger zlib chunks
+// and buffers were measured and made no difference beyond noise: one deflate stream on the libuv
+// threadpool is the bottleneck, and archiver reaches ~95% of a bare zlib.createDeflateRaw pipeline.
+// A consumer that stops reading holds back the source after a few MB in flight, whatever the entry size.
 
 type State = 'open' | 'busy' | 'finalizing' | 'done' | 'failed';
 
@@ -78,8 +75,8 @@ class ArchiverZipWriter implements ZipWriter {
       throw new CofferError('E_INTERNAL', `zip deflate level must be an integer 0-9, got ${level}`);
     }
     const { ZipArchive } = loadArchiver();
-    this.archive = new ZipArchive({ zlib: { level }, highWaterMark: OUTPUT_HIGH_WATER_MARK });
-    this.output = new PassThrough({ highWaterMark: OUTPUT_HIGH_WATER_MARK });
+    this.archive = new ZipArchive({ zlib: { level } });
+    this.output = new PassThrough();
     this.archive.on('error', (err: unknown) => this.fail(this.wrap(err)));
     this.archive.on('entry', () => this.entryDone());
     this.archive.once('end', () => this.archiveEnded());
@@ -96,7 +93,7 @@ class ArchiverZipWriter implements ZipWriter {
   }
 
   addStream(name: string, source: Readable, opts: ZipEntryOptions = {}): Promise<void> {
-    const refusal = this.refusal(name) ?? this.consumedSourceRefusal(name, source);
+    const refusal = this.refusal(name, opts, source);
     if (refusal !== null) {
       source.destroy();
       return Promise.reject(refusal);
@@ -105,14 +102,14 @@ class ArchiverZipWriter implements ZipWriter {
   }
 
   addBuffer(name: string, data: Buffer, opts: ZipEntryOptions = {}): Promise<void> {
-    const refusal = this.refusal(name);
+    const refusal = this.refusal(name, opts);
     if (refusal !== null) return Promise.reject(refusal);
     return this.append(name, data, opts);
   }
 
   addDirectory(name: string, opts: Omit<ZipEntryOptions, 'store'> = {}): Promise<void> {
     const dirName = name.endsWith('/') ? name : `${name}/`;
-    const refusal = this.refusal(dirName);
+    const refusal = this.refusal(dirName, opts);
     if (refusal !== null) return Promise.reject(refusal);
     return this.append(dirName, Buffer.alloc(0), { ...opts, store: true });
   }
@@ -133,10 +130,17 @@ class ArchiverZipWriter implements ZipWriter {
     this.fail(reason);
   }
 
-  /** Why a new entry cannot be added now, or null. */
-  private refusal(name: string): CofferError | null {
+  /** Why a new entry cannot be added now, or null. Checked before any state changes. */
+  private refusal(name: string, opts: ZipEntryOptions, source?: Readable): CofferError | null {
     const stateRefusal = this.stateRefusal(`add entry '${name}'`);
     if (stateRefusal !== null) return stateRefusal;
+    const optionProblem = entryOptionsProblem(opts);
+    if (optionProblem !== null) return new CofferError('E_INTERNAL', `cannot add zip entry '${name}': ${optionProblem}`);
+    // archiver would wait forever for data from a stream that has already ended.
+    if (source !== undefined && (source.readableEnded || source.destroyed)) {
+      return new CofferError('E_INTERNAL', `cannot add zip entry '${name}': its source stream was already consumed or destroyed`);
+    }
+    // Last, because it records the name.
     const reason = checkEntryName(name) ?? this.names.add(name);
     if (reason === null) return null;
     return new CofferError('E_ARCHIVE_UNSAFE_ENTRY', `refusing to write zip entry '${name}': ${reason}`);
@@ -155,12 +159,6 @@ class ArchiverZipWriter implements ZipWriter {
       case 'done':
         return new CofferError('E_INTERNAL', `cannot ${action}: the zip has already been finalized`);
     }
-  }
-
-  private consumedSourceRefusal(name: string, source: Readable): CofferError | null {
-    // archiver would wait forever for data from a stream that has already ended.
-    if (!source.readableEnded && !source.destroyed) return null;
-    return new CofferError('E_INTERNAL', `cannot add zip entry '${name}': its source stream was already consumed or destroyed`);
   }
 
   private append(name: string, source: Readable | Buffer, opts: ZipEntryOptions): Promise<void> {
@@ -243,6 +241,14 @@ class ArchiverZipWriter implements ZipWriter {
     const entry = this.pending === null ? '' : ` entry '${this.pending.name}'`;
     return new CofferError('E_BACKUP_FAILED', `writing zip${entry} failed: ${messageOf(err)}`, { cause: err });
   }
+}
+
+function entryOptionsProblem(opts: ZipEntryOptions): string | null {
+  if (opts.date !== undefined && Number.isNaN(opts.date.getTime())) return 'invalid date';
+  if (opts.mode !== undefined && (!Number.isInteger(opts.mode) || opts.mode < 0 || opts.mode > 0o7777)) {
+    return `mode must be permission bits 0-0o7777, got ${opts.mode}`;
+  }
+  return null;
 }
 
 /** errorMessage() relies on instanceof Error, which fails for errors from archiver's realm. */
