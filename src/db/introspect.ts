@@ -8,7 +8,7 @@ export interface TableInfo {
   schema: string;
   name: string;
   /** Columns that hold data (generated columns are left out: PostgreSQL computes them). */
-  columns: { name: string; type: string }[];
+  columns: { name: string; type: string; notNull: boolean }[];
   primaryKey: string[];
   /** Identity columns declared GENERATED ALWAYS need OVERRIDING SYSTEM VALUE on load. */
   hasAlwaysIdentity: boolean;
@@ -21,9 +21,9 @@ export interface SequenceInfo {
 
 /** Every ordinary (or partitioned root) table of the application schema, in name order. */
 export async function listTables(client: pg.ClientBase, schema = APP_SCHEMA): Promise<TableInfo[]> {
-  const res = await client.query<{ name: string; columns: { name: string; type: string; identity: string }[]; pk: string[] | null }>(
+  const res = await client.query<{ name: string; columns: { name: string; type: string; identity: string; notnull: boolean }[]; pk: string[] | null }>(
     `SELECT c.relname AS name,
-            (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'identity', a.attidentity) ORDER BY a.attnum)
+            (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'identity', a.attidentity, 'notnull', a.attnotnull) ORDER BY a.attnum)
                FROM pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
             (SELECT array_agg(a.attname::text ORDER BY k.ord)
@@ -41,7 +41,7 @@ export async function listTables(client: pg.ClientBase, schema = APP_SCHEMA): Pr
     .map((r) => ({
       schema,
       name: r.name,
-      columns: (r.columns ?? []).map((c) => ({ name: c.name, type: c.type })),
+      columns: (r.columns ?? []).map((c) => ({ name: c.name, type: c.type, notNull: c.notnull })),
       primaryKey: r.pk ?? [],
       hasAlwaysIdentity: (r.columns ?? []).some((c) => c.identity === 'a'),
     }));

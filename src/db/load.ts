@@ -105,7 +105,7 @@ export async function loadTable(client: pg.PoolClient, table: TableInfo, entry: 
   try {
     const res = await client.query(
       `INSERT INTO ${qualified(table.schema, table.name)} (${cols})${overriding}
-       SELECT ${table.columns.map((c) => `r.${ident(c.name)}`).join(', ')}
+       SELECT ${table.columns.map(selectColumn).join(', ')}
          FROM ${STAGE} s, jsonb_populate_record(NULL::${qualified(table.schema, table.name)}, s.line::jsonb) r`,
     );
     return res.rowCount ?? 0;
@@ -115,6 +115,17 @@ export async function loadTable(client: pg.PoolClient, table: TableInfo, entry: 
     const code = pgErr.code && pgErr.code.startsWith('22') ? 'E_ARCHIVE_BAD_ROW' : 'E_RESTORE_FAILED';
     throw new CofferError(code, `${entry}: the database refused a row: ${errorMessage(err)}`, { cause: err });
   }
+}
+
+/**
+ * row_to_json writes a jsonb 'null' and an SQL NULL alike, and jsonb_populate_record reads both as SQL
+ * NULL. In a NOT NULL json/jsonb column only the jsonb 'null' can have been there, so it is put back.
+ * (In a nullable column the two cannot be told apart; they restore as SQL NULL.)
+ */
+function selectColumn(c: TableInfo['columns'][number]): string {
+  const col = `r.${ident(c.name)}`;
+  if (c.notNull && (c.type === 'jsonb' || c.type === 'json')) return `COALESCE(${col}, 'null'::${c.type})`;
+  return col;
 }
 
 export async function setSequence(client: pg.ClientBase, schema: string, name: string, lastValue: string, isCalled: boolean): Promise<void> {

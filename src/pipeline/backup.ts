@@ -183,7 +183,7 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
     } finally {
       clearInterval(ticker);
     }
-    tables.push({ schema: table.schema, name: table.name, entry, columns: table.columns, rows: meter.lines, bytes: meter.bytes, sha256: meter.sha256 });
+    tables.push({ schema: table.schema, name: table.name, entry, columns: table.columns.map((c) => ({ name: c.name, type: c.type })), rows: meter.lines, bytes: meter.bytes, sha256: meter.sha256 });
     progress.tablesDone++;
     progress.rows = 0;
   }

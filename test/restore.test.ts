@@ -1,0 +1,378 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { createTestDatabase, type TestDatabase } from './support/db';
+import { backupToFile, fingerprint, insertExtremeValues, restoreFile, rewriteArchive } from './support/archive';
+import { seedDomain, writeUploadFiles } from './support/seed';
+import type { ReadEntry } from './support/zip';
+import { stored } from './archive/helpers';
+import { generateDemoData } from '../src/domain/demo';
+import { createUser } from '../src/accounts/users';
+import { repairInterruptedRestore, writeJournal } from '../src/storage/restore-files';
+import { restoreCommitted } from '../src/pipeline/restore';
+import { silentLogger } from '../src/log';
+import { createHash } from 'node:crypto';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-restore-test-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function newDataDir(name: string): string {
+  const d = path.join(tmp, name);
+  fs.mkdirSync(d, { recursive: true });
+  return d;
+}
+
+function treeOf(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const folder of ['uploadedfiles', 'uploadedimages', 'uploadedassets']) {
+    const root = path.join(dir, folder);
+    if (!fs.existsSync(root)) continue;
+    for (const e of fs.readdirSync(root, { recursive: true, withFileTypes: true })) {
+      if (!e.isFile()) continue;
+      const abs = path.join(e.parentPath, e.name);
+      out[path.relative(dir, abs)] = createHash('sha256').update(fs.readFileSync(abs)).digest('hex');
+    }
+  }
+  return out;
+}
+
+function manifestOf(entries: ReadEntry[]) {
+  return JSON.parse(entries.find((e) => e.name === 'manifest.json')!.data.toString());
+}
+
+function withManifest(entries: ReadEntry[], change: (m: any) => void): ReadEntry[] {
+  const m = manifestOf(entries);
+  change(m);
+  return entries.map((e) => (e.name === 'manifest.json' ? { ...e, data: Buffer.from(JSON.stringify(m)) } : e));
+}
+
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/** Replaces a table entry's content and makes the manifest agree, so only the database can object. */
+function replaceTableEntry(entries: ReadEntry[], table: string, content: Buffer): ReadEntry[] {
+  const name = `db/public.${table}.jsonl`;
+  const replaced = entries.map((e) => (e.name === name ? { ...e, data: content } : e));
+  return withManifest(replaced, (m) => {
+    const t = m.tables.find((x: any) => x.entry === name);
+    t.bytes = content.length;
+    t.sha256 = sha256(content);
+    t.rows = content.toString().split('\n').length - 1;
+  });
+}
+
+describe('restore round trip', () => {
+  let source: TestDatabase;
+  let sourceDir: string;
+  let archive: string;
+
+  beforeAll(async () => {
+    source = await createTestDatabase({ migrated: true });
+    sourceDir = newDataDir('source');
+    await createUser(source.pool, { username: 'admin', password: 'a long password', role: 'system' });
+    await generateDemoData(source.pool, sourceDir, 2);
+    await insertExtremeValues(source.pool);
+    writeUploadFiles(sourceDir, 9);
+    archive = path.join(tmp, 'roundtrip.zip');
+    await backupToFile(source.pool, sourceDir, archive);
+  });
+  afterAll(async () => source.drop());
+
+  test('restore into an empty database gives an identical database and identical upload folders', async () => {
+    const target = await createTestDatabase();
+    const dir = newDataDir('target-empty');
+    try {
+      const summary = await restoreFile(archive, target.pool, dir);
+      expect(summary.tables).toBe(8);
+      const [a, b] = [await fingerprint(source.pool, { comparable: true }), await fingerprint(target.pool, { comparable: true })];
+      // Sessions and rate limits are not backed up; the source has none here, so everything must match.
+      expect(b).toEqual(a);
+      expect(treeOf(dir)).toEqual(treeOf(sourceDir));
+      const logged = await target.pool.query(`SELECT details FROM backup_log WHERE event = 'restore'`);
+      expect(logged.rows).toHaveLength(1);
+      expect(logged.rows[0].details.rows).toBe(summary.rows);
+      // New rows after the restore get fresh ids: sequences were set exactly.
+      const ins = await target.pool.query(`INSERT INTO events (kind) VALUES ('after') RETURNING id`);
+      expect(Number(ins.rows[0].id)).toBe(5001);
+      const p = await target.pool.query(`SELECT id FROM projects LIMIT 1`);
+      await target.pool.query(`INSERT INTO notes (project_id, title) VALUES ($1, 'after restore')`, [p.rows[0].id]);
+      await target.pool.query(`INSERT INTO findings (project_id, title) VALUES ($1, 'after restore')`, [p.rows[0].id]);
+    } finally {
+      await target.drop();
+    }
+  });
+
+  test('restore over a database with other data replaces it completely', async () => {
+    const target = await createTestDatabase({ migrated: true });
+    const dir = newDataDir('target-full');
+    try {
+      await seedDomain(target.pool, { events: 500 });
+      await createUser(target.pool, { username: 'intruder', password: 'another long password', role: 'superuser' });
+      await target.pool.query(`INSERT INTO sessions (id_hash, user_id, expires_at) SELECT '\\x00', id, now() + interval '1 day' FROM users LIMIT 1`);
+      fs.mkdirSync(path.join(dir, 'uploadedfiles', 'old'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'uploadedfiles', 'old', 'stale.txt'), 'must disappear');
+      await restoreFile(archive, target.pool, dir);
+      const after = await fingerprint(target.pool, { comparable: true });
+      expect(after).toEqual(await fingerprint(source.pool, { comparable: true }));
+      expect(treeOf(dir)).toEqual(treeOf(sourceDir));
+      expect(fs.readdirSync(dir).filter((n) => n.startsWith('.coffer'))).toEqual([]);
+    } finally {
+      await target.drop();
+    }
+  });
+
+  test('--skip-files restores only the database, --skip-database only the files', async () => {
+    const target = await createTestDatabase({ migrated: true });
+    const dir = newDataDir('target-skip');
+    try {
+      fs.mkdirSync(path.join(dir, 'uploadedassets'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'uploadedassets', 'keep.txt'), 'kept');
+      await restoreFile(archive, target.pool, dir, { skipFiles: true });
+      expect(treeOf(dir)).toEqual({ 'uploadedassets/keep.txt': sha256(Buffer.from('kept')) });
+      expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
+
+      await target.pool.query(`DELETE FROM events`);
+      const before = await fingerprint(target.pool);
+      await restoreFile(archive, undefined, dir, { skipDatabase: true });
+      expect(treeOf(dir)).toEqual(treeOf(sourceDir));
+      expect(await fingerprint(target.pool)).toEqual(before);
+    } finally {
+      await target.drop();
+    }
+  });
+});
+
+describe('restore refuses bad archives and leaves everything unchanged', () => {
+  let source: TestDatabase;
+  let target: TestDatabase;
+  let sourceDir: string;
+  let targetDir: string;
+  let good: string;
+  let before: Record<string, string>;
+  let filesBefore: Record<string, string>;
+
+  beforeAll(async () => {
+    source = await createTestDatabase({ migrated: true });
+    target = await createTestDatabase({ migrated: true });
+    sourceDir = newDataDir('bad-source');
+    targetDir = newDataDir('bad-target');
+    await seedDomain(source.pool);
+    writeUploadFiles(sourceDir, 6);
+    await seedDomain(target.pool, { events: 7 });
+    writeUploadFiles(targetDir, 3);
+    good = path.join(tmp, 'good.zip');
+    await backupToFile(source.pool, sourceDir, good);
+    before = await fingerprint(target.pool);
+    filesBefore = treeOf(targetDir);
+  });
+  afterAll(async () => {
+    await source.drop();
+    await target.drop();
+  });
+
+  async function expectRefused(file: string, code: string, message: RegExp) {
+    await expect(restoreFile(file, target.pool, targetDir)).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
+    expect(await fingerprint(target.pool)).toEqual(before);
+    expect(treeOf(targetDir)).toEqual(filesBefore);
+    expect(fs.readdirSync(targetDir).filter((n) => n.startsWith('.coffer'))).toEqual([]);
+  }
+
+  const variant = async (name: string, change: (e: ReadEntry[]) => any[]) => {
+    const file = path.join(tmp, name);
+    await rewriteArchive(good, file, change);
+    return file;
+  };
+
+  test('a corrupted JSONL line: the database refuses the row', async () => {
+    const file = await variant('corrupt-line.zip', (entries) => {
+      const lines = entries.find((e) => e.name === 'db/public.notes.jsonl')!.data.toString().split('\n');
+      lines[3] = '{"id": 4, "title": "broken';
+      return replaceTableEntry(entries, 'notes', Buffer.from(lines.join('\n')));
+    });
+    await expectRefused(file, 'E_ARCHIVE_BAD_ROW', /db\/public\.notes\.jsonl.*json/i);
+  });
+
+  test('a row that violates a constraint (database refuses it)', async () => {
+    const file = await variant('constraint.zip', (entries) => {
+      const e = entries.find((x) => x.name === 'db/public.findings.jsonl')!;
+      const text = e.data.toString().replace(/"project_id":"[0-9a-f-]+"/, '"project_id":"00000000-0000-0000-0000-000000000000"');
+      return replaceTableEntry(entries, 'findings', Buffer.from(text));
+    });
+    await expectRefused(file, 'E_RESTORE_FAILED', /foreign key findings_project_id_fkey/);
+  });
+
+  test('a wrong row count in the manifest', async () => {
+    const file = await variant('rows.zip', (entries) => withManifest(entries, (m) => (m.tables.find((t: any) => t.name === 'events').rows += 1)));
+    await expectRefused(file, 'E_ARCHIVE_ROWS', /events\.jsonl: 100 rows, manifest\.json says 101/);
+  });
+
+  test('a tampered sha256', async () => {
+    const file = await variant('sha.zip', (entries) => withManifest(entries, (m) => (m.tables.find((t: any) => t.name === 'projects').sha256 = '0'.repeat(64))));
+    await expectRefused(file, 'E_ARCHIVE_CHECKSUM', /projects\.jsonl: sha256 [0-9a-f]{64} does not match/);
+  });
+
+  test('a truncated zip', async () => {
+    const file = path.join(tmp, 'truncated.zip');
+    const data = fs.readFileSync(good);
+    fs.writeFileSync(file, data.subarray(0, Math.floor(data.length * 0.7)));
+    await expectRefused(file, 'E_ARCHIVE_TRUNCATED', /truncated|central directory/i);
+  });
+
+  test('an archive without manifest.json (backup did not finish)', async () => {
+    const file = await variant('no-manifest.zip', (entries) => entries.filter((e) => e.name !== 'manifest.json'));
+    await expectRefused(file, 'E_ARCHIVE_INVALID', /no manifest\.json/);
+  });
+
+  test('an archive from a newer build (unknown migration)', async () => {
+    const file = await variant('newer.zip', (entries) => withManifest(entries, (m) => m.migrations.push('999_future')));
+    await expectRefused(file, 'E_ARCHIVE_NEWER', /999_future/);
+  });
+
+  test('a hostile entry name', async () => {
+    const file = await variant('hostile.zip', (entries) => [...entries.slice(0, -1).map((e) => stored(e.name, e.data)), stored('uploadedfiles/../../evil.sh', 'boom'), stored('manifest.json', entries[entries.length - 1].data)]);
+    await expectRefused(file, 'E_ARCHIVE_UNSAFE_ENTRY', /uploadedfiles\/\.\.\/\.\.\/evil\.sh/);
+    expect(fs.existsSync(path.join(tmp, 'evil.sh'))).toBe(false);
+  });
+
+  test('a file entry that the manifest does not count', async () => {
+    const file = await variant('extra-file.zip', (entries) => [...entries.slice(0, -1), { name: 'uploadedimages/extra.png', data: Buffer.from('x'), compressionMethod: 0 }, entries[entries.length - 1]]);
+    await expectRefused(file, 'E_ARCHIVE_INVALID', /uploadedimages: manifest\.json says 2 files/);
+  });
+
+  test('the good archive still restores afterwards', async () => {
+    await restoreFile(good, target.pool, targetDir);
+    expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
+  });
+});
+
+describe('restore that is killed or interrupted', () => {
+  test('SIGKILL in the middle of loading leaves the database unchanged, and the next restore works', async () => {
+    const source = await createTestDatabase({ migrated: true });
+    const target = await createTestDatabase({ migrated: true });
+    const dir = newDataDir('kill-target');
+    try {
+      await seedDomain(source.pool, { events: 300_000 });
+      await source.pool.query(`UPDATE events SET payload = jsonb_build_object('n', id, 'pad', repeat(md5(id::text), 4))`);
+      const file = path.join(tmp, 'big.zip');
+      await backupToFile(source.pool, newDataDir('kill-source'), file);
+      await seedDomain(target.pool, { events: 3 });
+      const before = await fingerprint(target.pool);
+
+      const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'coffer.js'), 'restore', file, '--yes'], {
+        env: { PATH: process.env.PATH, DATABASE_URL: target.url, DATA_DIR: dir },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal === 'SIGKILL' ? -9 : _code)));
+      // Wait until the restore is loading rows into the target, then kill it.
+      const admin = new pg.Client({ connectionString: target.url });
+      await admin.connect();
+      try {
+        for (let i = 0; ; i++) {
+          const r = await admin.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND (query LIKE 'COPY coffer_restore_stage%' OR query LIKE 'INSERT INTO "public"."events"%') AND state = 'active'`);
+          if (r.rows[0].n > 0) break;
+          if (i > 600) throw new Error('restore never started loading');
+          await new Promise((res) => setTimeout(res, 25));
+        }
+      } finally {
+        await admin.end();
+      }
+      child.kill('SIGKILL');
+      expect(await exited).toBe(-9);
+      // The server notices the dead connection and rolls back; wait for its backend to go.
+      for (let i = 0; i < 200; i++) {
+        const r = await target.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'coffer'`);
+        if (r.rows[0].n === 0) break;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      expect(await fingerprint(target.pool)).toEqual(before);
+
+      const summary = await restoreFile(file, target.pool, dir);
+      expect(summary.rows).toBeGreaterThan(300_000);
+      expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
+      expect(fs.readdirSync(dir).filter((n) => n.startsWith('.coffer'))).toEqual([]);
+    } finally {
+      await source.drop();
+      await target.drop();
+    }
+  });
+
+  test('a crash between COMMIT and the folder swap is finished by the next run; one before COMMIT is undone', async () => {
+    const db = await createTestDatabase({ migrated: true });
+    const dir = newDataDir('repair');
+    try {
+      const stage = (id: string, content: string) => {
+        const staging = path.join(dir, `.coffer-restore-${id}`);
+        fs.mkdirSync(path.join(staging, 'new', 'uploadedfiles'), { recursive: true });
+        fs.writeFileSync(path.join(staging, 'new', 'uploadedfiles', 'f.txt'), content);
+        return staging;
+      };
+      fs.mkdirSync(path.join(dir, 'uploadedfiles'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'uploadedfiles', 'f.txt'), 'old');
+
+      // Not committed: no restore row for this id. The staged files go, the live ones stay.
+      writeJournal(dir, { id: 'r1', staging: stage('r1', 'new-r1'), phase: 'prepared', database: true });
+      expect(await repairInterruptedRestore(dir, silentLogger(), restoreCommitted(db.pool))).toBe('rolled-back');
+      expect(fs.readFileSync(path.join(dir, 'uploadedfiles', 'f.txt'), 'utf8')).toBe('old');
+
+      // Committed: the restore row exists. The swap is completed.
+      await db.pool.query(`INSERT INTO backup_log (event, details) VALUES ('restore', '{"restore_id": "r2"}')`);
+      writeJournal(dir, { id: 'r2', staging: stage('r2', 'new-r2'), phase: 'prepared', database: true });
+      expect(await repairInterruptedRestore(dir, silentLogger(), restoreCommitted(db.pool))).toBe('completed');
+      expect(fs.readFileSync(path.join(dir, 'uploadedfiles', 'f.txt'), 'utf8')).toBe('new-r2');
+      expect(fs.readdirSync(dir).filter((n) => n.startsWith('.coffer'))).toEqual([]);
+    } finally {
+      await db.drop();
+    }
+  });
+});
+
+describe('coffer restore command', () => {
+  test('restores from standard input, leaves no spool file, and restores into a database that was never migrated', async () => {
+    const source = await createTestDatabase({ migrated: true });
+    const target = await createTestDatabase();
+    const dir = newDataDir('stdin-target');
+    try {
+      await seedDomain(source.pool);
+      const file = path.join(tmp, 'stdin.zip');
+      await backupToFile(source.pool, newDataDir('stdin-source'), file);
+      const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'coffer.js'), 'restore', '-', '--yes'], {
+          env: { PATH: process.env.PATH, DATABASE_URL: target.url, DATA_DIR: dir },
+        });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.stderr.on('data', (d) => (err += d));
+        child.on('close', (c) => resolve({ code: c, stdout: out, stderr: err }));
+        fs.createReadStream(file).pipe(child.stdin);
+      });
+      expect(stderr).toBe('');
+      expect(stdout).toMatch(/^restored 8 tables, \d+ rows into /);
+      expect(code).toBe(0);
+      expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
+      expect(fs.readdirSync(dir).filter((n) => n.startsWith('.coffer'))).toEqual([]);
+    } finally {
+      await source.drop();
+      await target.drop();
+    }
+  });
+
+  test('a refused restore exits non-zero with the error code and one clear line', async () => {
+    const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const bad = path.join(tmp, 'not-a-zip.zip');
+      fs.writeFileSync(bad, 'hello, this is not a zip file at all');
+      const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'coffer.js'), 'restore', bad, '--yes'], {
+        env: { PATH: process.env.PATH, DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/none', DATA_DIR: newDataDir('refused') },
+      });
+      let err = '';
+      child.stderr.on('data', (d) => (err += d));
+      child.on('close', (c) => resolve({ code: c, stderr: err }));
+    });
+    expect(code).toBe(10);
+    expect(stderr.trim().split('\n')).toHaveLength(1);
+    expect(stderr).toMatch(/^coffer: .*\[E_ARCHIVE_(TRUNCATED|INVALID)\]$/m);
+  });
+});
