@@ -158,6 +158,8 @@ describe('backup archive', () => {
     uploads.push('uploadedfiles/ünï/файл 😀 (1).txt');
     // A symbolic link is not followed: it is recorded as a file error.
     fs.symlinkSync('/etc/hostname', path.join(app.dataDir, 'uploadedassets', 'link'));
+    // A name a zip cannot carry safely is recorded too, and the backup goes on.
+    fs.writeFileSync(path.join(app.dataDir, 'uploadedassets', 'back\\slash.txt'), 'x');
   });
   afterAll(async () => app.close());
 
@@ -211,7 +213,10 @@ describe('backup archive', () => {
     const fileCount = Object.values(m.files).reduce((n, f) => n + f.files, 0);
     expect(fileCount).toBe(uploads.length);
     expect(Object.keys(m.files).sort()).toEqual(['uploadedassets', 'uploadedfiles', 'uploadedimages']);
-    expect(m.file_errors).toEqual([{ path: 'uploadedassets/link', error: 'symbolic link skipped' }]);
+    expect(m.file_errors).toEqual([
+      { path: 'uploadedassets/back\\slash.txt', error: expect.stringMatching(/^name cannot be stored in the archive: .*backslash/) },
+      { path: 'uploadedassets/link', error: 'symbolic link skipped' },
+    ]);
     // Already-compressed media are stored (method 0), text is deflated (method 8).
     expect(entries.find((e) => e.name.endsWith('.png'))!.compressionMethod).toBe(0);
     expect(entries.find((e) => e.name.endsWith('.txt'))!.compressionMethod).toBe(8);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline, type Readable, type Transform } from 'node:stream';
 import type pg from 'pg';
-import { createZipWriter, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
+import { ARCHIVE_TOP_LEVEL, checkEntryName, createZipWriter, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { APP_NAME, APP_VERSION, ARCHIVE_FORMAT, type Manifest, type ManifestFolder, type ManifestSequence, type ManifestTable } from '../core/manifest';
 import { createEncryptStream, type KeySource } from '../crypto';
@@ -203,6 +203,12 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
     for await (const item of walkFolder(path.join(req.dataDir, folder), folder)) {
       if (item.kind === 'error') {
         fileErrors.push({ path: item.rel, error: item.error });
+        continue;
+      }
+      // A name a zip cannot carry safely (a backslash, say) is reported, not allowed to fail the backup.
+      const badName = checkEntryName(item.kind === 'dir' ? item.rel + '/' : item.rel, ARCHIVE_TOP_LEVEL);
+      if (badName !== null) {
+        fileErrors.push({ path: item.rel, error: `name cannot be stored in the archive: ${badName}` });
         continue;
       }
       if (item.kind === 'dir') {

@@ -39,7 +39,8 @@ export async function rewriteArchive(src: string, dst: string, change: (entries:
 /**
  * Everything a restore could change, as text: every table of the schema row by row, every sequence.
  * `comparable` leaves out what legitimately differs between a source and its restored copy: migration
- * bookkeeping (re-applied by the restore) and the audit rows of the backup and restore themselves.
+ * bookkeeping (re-applied by the restore), tables never backed up, and the audit rows of the backup
+ * and restore themselves.
  */
 export async function fingerprint(pool: pg.Pool, opts: { comparable?: boolean } = {}): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -53,7 +54,8 @@ export async function fingerprint(pool: pg.Pool, opts: { comparable?: boolean } 
       WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY c.relname`,
   );
   for (const t of tables.rows) {
-    if (opts.comparable && t.name === 'coffer_migrations') continue;
+    // Migration bookkeeping is re-applied by a restore; sessions and rate limits are never backed up.
+    if (opts.comparable && ['coffer_migrations', 'sessions', 'rate_limits'].includes(t.name)) continue;
     const where = opts.comparable && t.name === 'backup_log' ? `WHERE event NOT IN ('backup_started', 'backup_finished', 'restore')` : '';
     const rows = await pool.query(`SELECT row_to_json(t)::text AS r FROM public.${JSON.stringify(t.name)} t ${where} ORDER BY ${t.pk ?? '1'}`);
     out[`table ${t.name}`] = rows.rows.map((r) => r.r).join('\n');
