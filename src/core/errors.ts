@@ -27,7 +27,6 @@ export const ERROR_CODES = {
   E_BACKUP_KEY_WRONG: { exit: 7, http: 400 },
   E_BACKUP_RUNNING: { exit: 8, http: 409 },
   E_BACKUP_FAILED: { exit: 9, http: 500 },
-  E_ENCRYPTION_UNAVAILABLE: { exit: 7, http: 501 },
   E_AES_KEY_INVALID: { exit: 2, http: 400 },
   E_PASSPHRASE_INVALID: { exit: 2, http: 400 },
   E_OUTPUT: { exit: 2, http: 500 },

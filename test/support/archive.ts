@@ -107,7 +107,7 @@ export async function insertExtremeValues(pool: pg.Pool): Promise<void> {
 }
 
 function deepJson(depth: number): unknown {
-  let v: unknown = { leaf: 'ü', n: 1.5, big: 98765432109876543210 };
+  let v: unknown = { leaf: 'ü', n: 1.5, big: 9007199254740991 };
   for (let i = 0; i < depth; i++) v = i % 2 ? { [`k${i}`]: v, i } : [v, null, i];
   return v;
 }

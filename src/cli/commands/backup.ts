@@ -47,7 +47,8 @@ export function registerBackup(program: Command): void {
         async (db) => {
           const progress = new ProgressLine();
           const startedAt = Date.now();
-          let expected: number | undefined;
+          // Known once the backup has started: the size of the previous one, for the ETA.
+          const eta: { expected?: number } = {};
           const backup = await startBackup({
             pool: db.pool,
             dataDir: rt.config.dataDir,
@@ -55,9 +56,9 @@ export function registerBackup(program: Command): void {
             via: 'cli',
             actor: { username: `cli:${process.env.USER ?? 'unknown'}` },
             encryption,
-            onProgress: (p) => progress.update(describeProgress(p, startedAt, expected)),
+            onProgress: (p) => progress.update(describeProgress(p, startedAt, eta.expected)),
           });
-          expected = backup.previousBytes;
+          eta.expected = backup.previousBytes;
           const file = toStdout ? undefined : createAtomicFile(target);
           try {
             await Promise.all([pipeline(backup.output, file ? file.stream : process.stdout), backup.result]);

@@ -31,6 +31,7 @@ async function receiveUpload(ctx: AppContext, req: Request, kind: UploadKind) {
         return;
       }
       // The client's name is kept only as a display name (base name, no control characters).
+      // eslint-disable-next-line no-control-regex -- stripping control characters is the point
       const name = (info.filename || 'upload').split(/[\\/]/).pop()!.replace(/[\x00-\x1f\x7f]/g, '').slice(0, 255) || 'upload';
       stream.on('limit', () => stream.destroy(new CofferError('E_PAYLOAD_TOO_LARGE', `upload exceeds the limit of ${ctx.config.uploadMaxBytes} bytes`)));
       pending = storeUpload(ctx.config.dataDir, kind, stream, ctx.config.uploadMaxBytes).then((stored) => {
