@@ -1,8 +1,7 @@
 import { finished, PassThrough, type Readable } from 'node:stream';
-import type { ZipArchive } from 'archiver';
+import archiver from 'archiver';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { checkEntryName, EntryNameRegistry } from './entries';
-import { loadArchiver } from './load-archiver';
 
 export interface ZipWriterOptions {
   /** Deflate level 0–9 for entries that are not stored. Default 6. */
@@ -63,7 +62,7 @@ interface PendingEntry extends Settle<void> {
 
 class ArchiverZipWriter implements ZipWriter {
   readonly output: PassThrough;
-  private readonly archive: ZipArchive;
+  private readonly archive: archiver.Archiver;
   private readonly names = new EntryNameRegistry();
   private state: State = 'open';
   private failure: CofferError | null = null;
@@ -74,8 +73,7 @@ class ArchiverZipWriter implements ZipWriter {
     if (!Number.isInteger(level) || level < 0 || level > 9) {
       throw new CofferError('E_INTERNAL', `zip deflate level must be an integer 0-9, got ${level}`);
     }
-    const { ZipArchive } = loadArchiver();
-    this.archive = new ZipArchive({ zlib: { level } });
+    this.archive = archiver('zip', { zlib: { level } });
     this.output = new PassThrough();
     this.archive.on('error', (err: unknown) => this.fail(this.wrap(err)));
     this.archive.on('entry', () => this.entryDone());
@@ -175,8 +173,7 @@ class ArchiverZipWriter implements ZipWriter {
       this.archive.append(source, {
         name,
         store: opts.store === true,
-        // A string, not a Date: archiver may live in another realm (see load-archiver.ts).
-        date: (opts.date ?? new Date()).toISOString(),
+        date: opts.date ?? new Date(),
         ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
       });
     });
@@ -239,7 +236,7 @@ class ArchiverZipWriter implements ZipWriter {
   private wrap(err: unknown): CofferError {
     if (isCofferError(err)) return err;
     const entry = this.pending === null ? '' : ` entry '${this.pending.name}'`;
-    return new CofferError('E_BACKUP_FAILED', `writing zip${entry} failed: ${messageOf(err)}`, { cause: err });
+    return new CofferError('E_BACKUP_FAILED', `writing zip${entry} failed: ${errorMessage(err)}`, { cause: err });
   }
 }
 
@@ -251,10 +248,3 @@ function entryOptionsProblem(opts: ZipEntryOptions): string | null {
   return null;
 }
 
-/** errorMessage() relies on instanceof Error, which fails for errors from archiver's realm. */
-function messageOf(err: unknown): string {
-  if (typeof err === 'object' && err !== null && typeof (err as { message?: unknown }).message === 'string') {
-    return (err as { message: string }).message;
-  }
-  return errorMessage(err);
-}
