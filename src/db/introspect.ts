@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { ColumnKind } from './jsonl-to-copy';
 import { APP_SCHEMA, MIGRATIONS_TABLE } from './migrate';
 
 /** Tables that are never backed up or restored: transient state and migration bookkeeping. */
@@ -7,8 +8,12 @@ export const EXCLUDED_TABLES = new Set(['sessions', 'rate_limits', MIGRATIONS_TA
 export interface TableInfo {
   schema: string;
   name: string;
-  /** Columns that hold data (generated columns are left out: PostgreSQL computes them). */
-  columns: { name: string; type: string; notNull: boolean }[];
+  /**
+   * Columns that hold data (generated columns are left out: PostgreSQL computes them). `kind` tells the
+   * direct JSONL-to-COPY load how to write the value; null for a type it does not handle (composite,
+   * domain, arrays of those), which makes the table load through jsonb_populate_record instead.
+   */
+  columns: { name: string; type: string; notNull: boolean; kind: ColumnKind | null }[];
   primaryKey: string[];
   /** Identity columns declared GENERATED ALWAYS need OVERRIDING SYSTEM VALUE on load. */
   hasAlwaysIdentity: boolean;
@@ -21,9 +26,16 @@ export interface SequenceInfo {
 
 /** Every ordinary (or partitioned root) table of the application schema, in name order. */
 export async function listTables(client: pg.ClientBase, schema = APP_SCHEMA): Promise<TableInfo[]> {
-  const res = await client.query<{ name: string; columns: { name: string; type: string; identity: string; notnull: boolean }[]; pk: string[] | null }>(
+  const res = await client.query<{ name: string; columns: { name: string; type: string; identity: string; notnull: boolean; kind: ColumnKind | null }[]; pk: string[] | null }>(
     `SELECT c.relname AS name,
-            (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'identity', a.attidentity, 'notnull', a.attnotnull) ORDER BY a.attnum)
+            (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'identity', a.attidentity, 'notnull', a.attnotnull,
+                                       'kind', (SELECT CASE
+                                                  WHEN t.typname IN ('json', 'jsonb') THEN 'json'
+                                                  WHEN t.typtype IN ('b', 'e', 'r') AND t.typcategory <> 'A' THEN 'scalar'
+                                                  WHEN t.typcategory = 'A' AND e.typtype IN ('b', 'e') AND e.typcategory <> 'A' AND e.typname NOT IN ('json', 'jsonb') THEN 'array'
+                                                END
+                                                  FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+                                                 WHERE t.oid = a.atttypid)) ORDER BY a.attnum)
                FROM pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
             (SELECT array_agg(a.attname::text ORDER BY k.ord)
@@ -41,7 +53,7 @@ export async function listTables(client: pg.ClientBase, schema = APP_SCHEMA): Pr
     .map((r) => ({
       schema,
       name: r.name,
-      columns: (r.columns ?? []).map((c) => ({ name: c.name, type: c.type, notNull: c.notnull })),
+      columns: (r.columns ?? []).map((c) => ({ name: c.name, type: c.type, notNull: c.notnull, kind: c.kind })),
       primaryKey: r.pk ?? [],
       hasAlwaysIdentity: (r.columns ?? []).some((c) => c.identity === 'a'),
     }));

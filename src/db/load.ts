@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { ident, qualified } from './sql';
+import { JsonlToCopy, type CopyColumn } from './jsonl-to-copy';
 import type { TableInfo } from './introspect';
 
 /**
@@ -126,6 +127,29 @@ function selectColumn(c: TableInfo['columns'][number]): string {
   const col = `r.${ident(c.name)}`;
   if (c.notNull && (c.type === 'jsonb' || c.type === 'json')) return `COALESCE(${col}, 'null'::${c.type})`;
   return col;
+}
+
+/** Whether every column of the table can take the direct JSONL-to-COPY path. */
+export function canLoadDirect(table: TableInfo): boolean {
+  return table.columns.every((c) => c.kind !== null);
+}
+
+/**
+ * Loads one table by converting its JSONL to COPY text in Node (no JSON.parse, exact number text) and
+ * COPYing straight into the table: PostgreSQL does no JSON work at all. Returns the rows copied.
+ */
+export async function loadTableDirect(client: pg.PoolClient, table: TableInfo, entry: string, lines: Readable): Promise<number> {
+  const columns: CopyColumn[] = table.columns.map((c) => ({ name: c.name, kind: c.kind!, jsonNullIsValue: c.kind === 'json' && c.notNull }));
+  const copy = client.query(copyFrom(`COPY ${qualified(table.schema, table.name)} (${table.columns.map((c) => ident(c.name)).join(', ')}) FROM STDIN`));
+  try {
+    await pipeline(lines, new JsonlToCopy(columns, entry), copy);
+  } catch (err) {
+    if (isCofferError(err)) throw err;
+    const pgErr = err as { code?: string };
+    const code = pgErr.code && pgErr.code.startsWith('22') ? 'E_ARCHIVE_BAD_ROW' : 'E_RESTORE_FAILED';
+    throw new CofferError(code, `${entry}: the database refused a row: ${errorMessage(err)}`, { cause: err });
+  }
+  return copy.rowCount;
 }
 
 export async function setSequence(client: pg.ClientBase, schema: string, name: string, lastValue: string, isCalled: boolean): Promise<void> {

@@ -4,7 +4,7 @@ import { CofferError, errorMessage } from '../core/errors';
 import type { Manifest, ManifestTable } from '../core/manifest';
 import { writeBackupLog, type Actor } from '../db/backup-log';
 import { listTables, type TableInfo } from '../db/introspect';
-import { checkDeferredConstraints, createStage, dropForLoad, flushSchema, loadTable, restoreAfterLoad, setSequence, truncateTables } from '../db/load';
+import { canLoadDirect, checkDeferredConstraints, createStage, dropForLoad, flushSchema, loadTable, loadTableDirect, restoreAfterLoad, setSequence, truncateTables } from '../db/load';
 import { lockKey } from '../db/locks';
 import { APP_SCHEMA, knownMigrations, migrateInTransaction } from '../db/migrate';
 import type { Logger } from '../log';
@@ -236,7 +236,8 @@ async function loadEntry(req: RestoreRequest, client: pg.PoolClient, entry: Mani
   }, 250);
   let inserted: number;
   try {
-    inserted = await loadTable(client, table, entry.entry, through(await req.archive.zip.openEntry(entry.entry), meter));
+    const lines = through(await req.archive.zip.openEntry(entry.entry), meter);
+    inserted = canLoadDirect(table) ? await loadTableDirect(client, table, entry.entry, lines) : await loadTable(client, table, entry.entry, lines);
   } finally {
     clearInterval(ticker);
   }

@@ -1,0 +1,357 @@
+import { Transform, type TransformCallback } from 'node:stream';
+import { CofferError } from '../core/errors';
+
+/**
+ * Turns JSONL rows (as row_to_json wrote them) into PostgreSQL COPY text rows, so a restore can COPY
+ * straight into the table instead of staging lines and converting them with jsonb_populate_record.
+ *
+ * Nothing goes through JSON.parse: values are sliced out of the line as bytes. Numbers are carried as
+ * their exact text (numeric and bigint keep every digit), json/jsonb values are copied verbatim, and
+ * JSON string escapes are rewritten into COPY escapes (most are the same bytes: \n \r \t \b \f \\).
+ */
+
+export type ColumnKind = 'scalar' | 'json' | 'array';
+
+export interface CopyColumn {
+  name: string;
+  kind: ColumnKind;
+  /** json/jsonb NOT NULL: a JSON null there can only have been a jsonb 'null'. */
+  jsonNullIsValue?: boolean;
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const LBRACE = 0x7b;
+const RBRACE = 0x7d;
+const LBRACKET = 0x5b;
+const RBRACKET = 0x5d;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const NEWLINE = 0x0a;
+const TAB = 0x09;
+
+const NULL_FIELD = Buffer.from('\\N');
+
+class RowError extends Error {}
+
+function isSpace(b: number): boolean {
+  return b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
+}
+
+/** Growable output buffer: rows are appended as byte slices without intermediate strings. */
+class Out {
+  buf = Buffer.allocUnsafe(256 * 1024);
+  len = 0;
+
+  ensure(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
+    this.buf.copy(next, 0, 0, this.len);
+    this.buf = next;
+  }
+
+  byte(b: number): void {
+    this.ensure(1);
+    this.buf[this.len++] = b;
+  }
+
+  slice(src: Buffer, start: number, end: number): void {
+    this.ensure(end - start);
+    src.copy(this.buf, this.len, start, end);
+    this.len += end - start;
+  }
+
+  bytes(b: Buffer): void {
+    this.slice(b, 0, b.length);
+  }
+
+  take(): Buffer {
+    const out = Buffer.from(this.buf.subarray(0, this.len));
+    this.len = 0;
+    return out;
+  }
+}
+
+export class JsonlToCopy extends Transform {
+  private readonly columnIndex = new Map<string, number>();
+  private readonly starts: Int32Array;
+  private readonly ends: Int32Array;
+  private readonly out = new Out();
+  private rest: Buffer | null = null;
+  private lineNo = 0;
+
+  constructor(
+    private readonly columns: CopyColumn[],
+    private readonly entry: string,
+  ) {
+    super({ readableHighWaterMark: 1024 * 1024 });
+    columns.forEach((c, i) => this.columnIndex.set(c.name, i));
+    this.starts = new Int32Array(columns.length);
+    this.ends = new Int32Array(columns.length);
+  }
+
+  _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      let data = chunk;
+      if (this.rest) {
+        data = Buffer.concat([this.rest, chunk]);
+        this.rest = null;
+      }
+      let pos = 0;
+      for (let nl = data.indexOf(NEWLINE, pos); nl !== -1; nl = data.indexOf(NEWLINE, pos)) {
+        this.row(data, pos, nl);
+        pos = nl + 1;
+      }
+      if (pos < data.length) this.rest = data.subarray(pos);
+      if (this.out.len > 0) this.push(this.out.take());
+      cb();
+    } catch (err) {
+      cb(this.rowFailure(err));
+    }
+  }
+
+  _flush(cb: TransformCallback): void {
+    if (this.rest && this.rest.length > 0) {
+      return cb(new CofferError('E_ARCHIVE_BAD_ROW', `${this.entry}: line ${this.lineNo + 1} does not end with a newline (truncated entry)`));
+    }
+    cb();
+  }
+
+  private rowFailure(err: unknown): Error {
+    if (err instanceof RowError) return new CofferError('E_ARCHIVE_BAD_ROW', `${this.entry}: line ${this.lineNo} is not a valid row: ${err.message}`);
+    return err as Error;
+  }
+
+  /** One line → one COPY row (fields in column order, missing keys as NULL). */
+  private row(buf: Buffer, start: number, end: number): void {
+    this.lineNo++;
+    this.starts.fill(-1);
+    let p = skip(buf, start, end);
+    if (buf[p] !== LBRACE) throw new RowError('not a JSON object');
+    p = skip(buf, p + 1, end);
+    if (buf[p] === RBRACE) {
+      p++;
+    } else {
+      for (;;) {
+        if (buf[p] !== QUOTE) throw new RowError('expected a key');
+        const keyEnd = stringEnd(buf, p, end);
+        const key = buf.toString('utf8', p + 1, keyEnd - 1);
+        const col = this.columnIndex.get(key.includes('\\') ? (JSON.parse(buf.toString('utf8', p, keyEnd)) as string) : key);
+        p = skip(buf, keyEnd, end);
+        if (buf[p] !== COLON) throw new RowError('expected ":"');
+        p = skip(buf, p + 1, end);
+        const valueEnd = valueEndAt(buf, p, end);
+        if (col === undefined) throw new RowError(`unknown column ${JSON.stringify(key)}`);
+        this.starts[col] = p;
+        this.ends[col] = valueEnd;
+        p = skip(buf, valueEnd, end);
+        if (buf[p] === COMMA) {
+          p = skip(buf, p + 1, end);
+          continue;
+        }
+        if (buf[p] === RBRACE) {
+          p++;
+          break;
+        }
+        throw new RowError('expected "," or "}"');
+      }
+    }
+    if (skip(buf, p, end) !== end) throw new RowError('data after the object');
+    for (let i = 0; i < this.columns.length; i++) {
+      if (i > 0) this.out.byte(TAB);
+      const s = this.starts[i];
+      if (s < 0) this.out.bytes(NULL_FIELD);
+      else this.field(this.columns[i], buf, s, this.ends[i]);
+    }
+    this.out.byte(NEWLINE);
+  }
+
+  private field(col: CopyColumn, buf: Buffer, s: number, e: number): void {
+    const first = buf[s];
+    if (first === 0x6e /* n */) {
+      if (col.kind === 'json' && col.jsonNullIsValue) this.out.slice(buf, s, e);
+      else this.out.bytes(NULL_FIELD);
+      return;
+    }
+    if (col.kind === 'json') return copyEscapedVerbatim(this.out, buf, s, e);
+    if (col.kind === 'array') {
+      if (first !== LBRACKET) throw new RowError(`column ${col.name}: expected an array`);
+      const literal = arrayLiteral(buf, s, e);
+      return copyEscapedVerbatim(this.out, Buffer.from(literal, 'utf8'), 0, Buffer.byteLength(literal, 'utf8'));
+    }
+    if (first === QUOTE) return stringToCopy(this.out, buf, s + 1, e - 1);
+    if (first === 0x74 /* t */) return this.out.byte(0x74);
+    if (first === 0x66 /* f */) return this.out.byte(0x66);
+    if (first === LBRACE || first === LBRACKET) throw new RowError(`column ${col.name}: unexpected ${first === LBRACE ? 'object' : 'array'}`);
+    // A number: its exact text.
+    this.out.slice(buf, s, e);
+  }
+}
+
+function skip(buf: Buffer, p: number, end: number): number {
+  while (p < end && isSpace(buf[p])) p++;
+  return p;
+}
+
+/** Index just past the closing quote of the string starting at p (buf[p] is the opening quote). */
+function stringEnd(buf: Buffer, p: number, end: number): number {
+  let q = p + 1;
+  for (;;) {
+    const i = buf.indexOf(QUOTE, q);
+    if (i === -1 || i >= end) throw new RowError('unterminated string');
+    let backslashes = 0;
+    for (let k = i - 1; k > p && buf[k] === BACKSLASH; k--) backslashes++;
+    if (backslashes % 2 === 0) return i + 1;
+    q = i + 1;
+  }
+}
+
+/** Index just past the JSON value starting at p. */
+function valueEndAt(buf: Buffer, p: number, end: number): number {
+  const b = buf[p];
+  if (b === QUOTE) return stringEnd(buf, p, end);
+  if (b === LBRACE || b === LBRACKET) {
+    let depth = 0;
+    let q = p;
+    while (q < end) {
+      const c = buf[q];
+      if (c === QUOTE) {
+        q = stringEnd(buf, q, end);
+        continue;
+      }
+      if (c === LBRACE || c === LBRACKET) depth++;
+      else if (c === RBRACE || c === RBRACKET) {
+        depth--;
+        if (depth === 0) return q + 1;
+      }
+      q++;
+    }
+    throw new RowError('unterminated object or array');
+  }
+  let q = p;
+  while (q < end) {
+    const c = buf[q];
+    if (c === COMMA || c === RBRACE || c === RBRACKET || isSpace(c)) break;
+    q++;
+  }
+  if (q === p) throw new RowError('missing value');
+  const word = buf.toString('latin1', p, q);
+  if (!(word === 'true' || word === 'false' || word === 'null' || /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(word))) {
+    throw new RowError(`invalid value ${JSON.stringify(word.slice(0, 40))}`);
+  }
+  return q;
+}
+
+/**
+ * Text as a COPY field, verbatim: backslashes doubled; tabs, carriage returns and newlines (legal JSON
+ * whitespace between tokens, or decoded array elements) written as COPY escapes.
+ */
+function copyEscapedVerbatim(out: Out, buf: Buffer, s: number, e: number): void {
+  let from = s;
+  for (let i = s; i < e; i++) {
+    const c = buf[i];
+    if (c !== BACKSLASH && c !== TAB && c !== 0x0d && c !== NEWLINE) continue;
+    out.slice(buf, from, i);
+    out.byte(BACKSLASH);
+    out.byte(c === BACKSLASH ? BACKSLASH : c === TAB ? 0x74 : c === NEWLINE ? 0x6e : 0x72);
+    from = i + 1;
+  }
+  out.slice(buf, from, e);
+}
+
+const SIMPLE_ESCAPES: Record<number, number> = { 0x6e: 0x6e, 0x72: 0x72, 0x74: 0x74, 0x62: 0x62, 0x66: 0x66 };
+
+/** The content of a JSON string (between the quotes) as a COPY text field. */
+function stringToCopy(out: Out, buf: Buffer, s: number, e: number): void {
+  let from = s;
+  for (let i = buf.indexOf(BACKSLASH, s); i !== -1 && i < e; i = buf.indexOf(BACKSLASH, from)) {
+    out.slice(buf, from, i);
+    const c = buf[i + 1];
+    if (c === QUOTE || c === 0x2f /* / */) {
+      out.byte(c);
+      from = i + 2;
+    } else if (c === BACKSLASH) {
+      out.byte(BACKSLASH);
+      out.byte(BACKSLASH);
+      from = i + 2;
+    } else if (SIMPLE_ESCAPES[c] !== undefined) {
+      // \n \r \t \b \f mean the same in COPY text.
+      out.byte(BACKSLASH);
+      out.byte(SIMPLE_ESCAPES[c]);
+      from = i + 2;
+    } else if (c === 0x75 /* u */) {
+      let cp = parseInt(buf.toString('latin1', i + 2, i + 6), 16);
+      let next = i + 6;
+      if (Number.isNaN(cp)) throw new RowError('invalid \\u escape');
+      if (cp >= 0xd800 && cp <= 0xdbff && buf[next] === BACKSLASH && buf[next + 1] === 0x75) {
+        const lo = parseInt(buf.toString('latin1', next + 2, next + 6), 16);
+        if (lo >= 0xdc00 && lo <= 0xdfff) {
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+          next += 6;
+        }
+      }
+      if (cp === 0) throw new RowError('\\u0000 cannot be stored in PostgreSQL text');
+      if (cp < 0x20 || cp === 0x7f) {
+        // Control characters as COPY hex escapes.
+        out.byte(BACKSLASH);
+        out.byte(0x78);
+        out.bytes(Buffer.from(cp.toString(16).padStart(2, '0'), 'latin1'));
+      } else {
+        out.bytes(Buffer.from(String.fromCodePoint(cp), 'utf8'));
+      }
+      from = next;
+    } else {
+      throw new RowError('invalid escape in string');
+    }
+  }
+  out.slice(buf, from, e);
+}
+
+/**
+ * A JSON array as a PostgreSQL array literal: {"a",NULL,"b\"c"} with elements quoted and escaped
+ * for the array parser; nested arrays become nested braces. Numbers keep their exact text.
+ */
+export function arrayLiteral(buf: Buffer, s: number, e: number): string {
+  const p = { i: s };
+  const literal = arrayAt(buf, p, e);
+  return literal;
+}
+
+function arrayAt(buf: Buffer, p: { i: number }, end: number): string {
+  p.i++; // [
+  const parts: string[] = [];
+  p.i = skip(buf, p.i, end);
+  if (buf[p.i] === RBRACKET) {
+    p.i++;
+    return '{}';
+  }
+  for (;;) {
+    p.i = skip(buf, p.i, end);
+    const b = buf[p.i];
+    if (b === LBRACKET) {
+      parts.push(arrayAt(buf, p, end));
+    } else if (b === LBRACE) {
+      throw new RowError('object inside an array column');
+    } else {
+      const ve = valueEndAt(buf, p.i, end);
+      if (b === QUOTE) {
+        const text = JSON.parse(buf.toString('utf8', p.i, ve)) as string;
+        parts.push('"' + text.replace(/[\\"]/g, (m) => '\\' + m) + '"');
+      } else {
+        const word = buf.toString('latin1', p.i, ve);
+        parts.push(word === 'null' ? 'NULL' : word === 'true' ? 't' : word === 'false' ? 'f' : word);
+      }
+      p.i = ve;
+    }
+    p.i = skip(buf, p.i, end);
+    if (buf[p.i] === COMMA) {
+      p.i++;
+      continue;
+    }
+    if (buf[p.i] === RBRACKET) {
+      p.i++;
+      return '{' + parts.join(',') + '}';
+    }
+    throw new RowError('expected "," or "]" in array');
+  }
+}
