@@ -89,7 +89,7 @@ export function checkEntryName(name: string, allowedTopLevel?: readonly string[]
   if (name.includes('\\')) return 'name contains a backslash';
   if (name.startsWith('/')) return 'absolute path';
   if (/^[A-Za-z]:/.test(name)) return 'name starts with a drive letter';
-  // Windows reads `x:` as a drive or stream designator, and archiver silently strips such a prefix.
+  // Windows reads `x:` as a drive or stream designator; many unzip tools strip or misread such a prefix.
   if (/^\w+:/.test(name)) return "name starts with a 'prefix:' designator";
   const path = name.endsWith('/') ? name.slice(0, -1) : name;
   for (const segment of path.split('/')) {

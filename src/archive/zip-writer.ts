@@ -1,5 +1,7 @@
-import { finished, PassThrough, type Readable } from 'node:stream';
-import archiver from 'archiver';
+import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { crc32, createDeflateRaw, deflateRaw } from 'node:zlib';
+import { promisify } from 'node:util';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { checkEntryName, EntryNameRegistry } from './entries';
 
@@ -38,56 +40,98 @@ export interface ZipWriter {
 }
 
 export function createZipWriter(opts: ZipWriterOptions = {}): ZipWriter {
-  return new ArchiverZipWriter(opts.level ?? DEFAULT_LEVEL);
+  return new StreamingZipWriter(opts.level ?? DEFAULT_LEVEL);
 }
 
 const DEFAULT_LEVEL = 6;
-// Buffer sizes are left at their defaults (archiver: 1 MiB a stream, 16 KiB here). Larger zlib chunks
-// and buffers were measured and made no difference beyond noise: one deflate stream on the libuv
-// threadpool is the bottleneck, and archiver reaches ~95% of a bare zlib.createDeflateRaw pipeline.
-// A consumer that stops reading holds back the source after a few MB in flight, whatever the entry size.
+/** zlib output chunks: large enough that a byte makes few hops, small enough to keep memory flat. */
+const ZLIB_CHUNK_SIZE = 64 * 1024;
+const OUTPUT_HIGH_WATER_MARK = 1024 * 1024;
+
+const deflateRawAsync = promisify(deflateRaw);
 
 type State = 'open' | 'busy' | 'finalizing' | 'done' | 'failed';
 
-interface Settle<T> {
-  resolve: (value: T) => void;
-  reject: (err: CofferError) => void;
+const SIG_LOCAL = 0x04034b50;
+const SIG_DESCRIPTOR = 0x08074b50;
+const SIG_CENTRAL = 0x02014b50;
+const SIG_ZIP64_END = 0x06064b50;
+const SIG_ZIP64_LOCATOR = 0x07064b50;
+const SIG_END = 0x06054b50;
+/** Bit 3: sizes and CRC follow the data (we stream); bit 11: names are UTF-8. */
+const FLAGS = 0x0808;
+const VERSION_DEFAULT = 20;
+const VERSION_ZIP64 = 45;
+/** Made by Unix (3), so readers take the mode from the external attributes. */
+const VERSION_MADE_BY = (3 << 8) | VERSION_ZIP64;
+const MAX32 = 0xffffffff;
+const MAX16 = 0xffff;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+
+interface CentralRecord {
+  name: Buffer;
+  method: number;
+  time: number;
+  date: number;
+  crc: number;
+  compressedSize: number;
+  size: number;
+  offset: number;
+  externalAttributes: number;
 }
 
-interface PendingEntry extends Settle<void> {
-  name: string;
-  source: Readable | null;
-  stopWatching: () => void;
+interface Waiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
 }
 
-class ArchiverZipWriter implements ZipWriter {
-  readonly output: PassThrough;
-  private readonly archive: archiver.Archiver;
+function dosDateTime(d: Date): { time: number; date: number } {
+  const year = Math.min(Math.max(d.getFullYear(), 1980), 2107);
+  return {
+    time: (d.getHours() << 11) | (d.getMinutes() << 5) | Math.floor(d.getSeconds() / 2),
+    date: ((year - 1980) << 9) | ((d.getMonth() + 1) << 5) | d.getDate(),
+  };
+}
+
+/**
+ * A streaming zip writer. Each entry is written as local header, data (stored, or deflated by zlib
+ * on the threadpool) and a data descriptor with the CRC-32 (zlib's native crc32) and sizes; the
+ * central directory follows at finalize, with Zip64 records wherever a size, an offset or the entry
+ * count needs them. Back-pressure from `output` holds the source back, so memory stays flat.
+ */
+class StreamingZipWriter implements ZipWriter {
+  readonly output: Readable;
   private readonly names = new EntryNameRegistry();
+  private readonly central: CentralRecord[] = [];
   private state: State = 'open';
   private failure: CofferError | null = null;
-  private pending: PendingEntry | null = null;
-  private finalizing: Settle<{ bytes: number }> | null = null;
+  private pendingName: string | null = null;
+  private pendingSource: Readable | null = null;
+  private waiter: Waiter | null = null;
+  private offset = 0;
 
-  constructor(level: number) {
+  constructor(private readonly level: number) {
     if (!Number.isInteger(level) || level < 0 || level > 9) {
       throw new CofferError('E_INTERNAL', `zip deflate level must be an integer 0-9, got ${level}`);
     }
-    this.archive = archiver('zip', { zlib: { level } });
-    this.output = new PassThrough();
-    this.archive.on('error', (err: unknown) => this.fail(this.wrap(err)));
-    this.archive.on('entry', () => this.entryDone());
-    this.archive.once('end', () => this.archiveEnded());
+    this.output = new Readable({
+      highWaterMark: OUTPUT_HIGH_WATER_MARK,
+      read: () => {
+        const w = this.waiter;
+        this.waiter = null;
+        w?.resolve();
+      },
+    });
     // A consumer that goes away (client disconnect) must stop the writer, or a pending addStream would
     // wait forever on back-pressure.
     this.output.once('close', () => {
       if (this.state !== 'done') this.fail(new CofferError('E_ABORTED', 'zip output was closed before the archive was complete'));
     });
-    this.archive.pipe(this.output);
   }
 
   get bytesWritten(): number {
-    return this.archive.pointer();
+    return this.offset;
   }
 
   addStream(name: string, source: Readable, opts: ZipEntryOptions = {}): Promise<void> {
@@ -96,36 +140,136 @@ class ArchiverZipWriter implements ZipWriter {
       source.destroy();
       return Promise.reject(refusal);
     }
-    return this.append(name, source, opts);
+    return this.run(name, source, () => this.writeEntry(name, source, opts));
   }
 
   addBuffer(name: string, data: Buffer, opts: ZipEntryOptions = {}): Promise<void> {
     const refusal = this.refusal(name, opts);
     if (refusal !== null) return Promise.reject(refusal);
-    return this.append(name, data, opts);
+    return this.run(name, null, () => this.writeEntry(name, data, opts));
   }
 
   addDirectory(name: string, opts: Omit<ZipEntryOptions, 'store'> = {}): Promise<void> {
     const dirName = name.endsWith('/') ? name : `${name}/`;
     const refusal = this.refusal(dirName, opts);
     if (refusal !== null) return Promise.reject(refusal);
-    return this.append(dirName, Buffer.alloc(0), { ...opts, store: true });
+    return this.run(dirName, null, () => this.writeEntry(dirName, Buffer.alloc(0), { ...opts, store: true }));
   }
 
-  finalize(): Promise<{ bytes: number }> {
+  async finalize(): Promise<{ bytes: number }> {
     const refusal = this.stateRefusal('finalize');
-    if (refusal !== null) return Promise.reject(refusal);
+    if (refusal !== null) throw refusal;
     this.state = 'finalizing';
-    return new Promise((resolve, reject) => {
-      this.finalizing = { resolve, reject };
-      // Failures arrive through the 'error' listener as well; this only avoids an unhandled rejection.
-      this.archive.finalize().catch(() => undefined);
-    });
+    try {
+      await this.writeCentralDirectory();
+    } catch (err) {
+      const failure = this.wrap(err);
+      this.fail(failure);
+      throw failure;
+    }
+    if (this.failure) throw this.failure;
+    this.state = 'done';
+    this.output.push(null);
+    return { bytes: this.offset };
   }
 
   abort(err?: unknown): void {
-    const reason = err === undefined ? new CofferError('E_ABORTED', 'zip writing was aborted') : this.wrap(err);
-    this.fail(reason);
+    this.fail(err === undefined ? new CofferError('E_ABORTED', 'zip writing was aborted') : this.wrap(err));
+  }
+
+  /** Runs one entry's writing; any failure puts the whole writer into its failed state. */
+  private async run(name: string, source: Readable | null, write: () => Promise<void>): Promise<void> {
+    this.state = 'busy';
+    this.pendingName = name;
+    this.pendingSource = source;
+    try {
+      await write();
+    } catch (err) {
+      const failure = this.failure ?? this.wrap(err);
+      this.fail(failure);
+      throw failure;
+    }
+    if (this.failure) throw this.failure;
+    this.state = 'open';
+    this.pendingName = null;
+    this.pendingSource = null;
+  }
+
+  /** Hands bytes to the consumer; resolves at once unless the consumer is behind. */
+  private emit(buf: Buffer): Promise<void> | undefined {
+    if (this.state === 'failed') throw this.failure;
+    this.offset += buf.length;
+    if (this.output.push(buf)) return undefined;
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  private async emitAll(buf: Buffer): Promise<void> {
+    const wait = this.emit(buf);
+    if (wait) await wait;
+  }
+
+  private async writeEntry(name: string, source: Readable | Buffer, opts: ZipEntryOptions): Promise<void> {
+    const nameBuf = Buffer.from(name, 'utf8');
+    const isDir = name.endsWith('/');
+    const method = opts.store === true || isDir ? 0 : 8;
+    const { time, date } = dosDateTime(opts.date ?? new Date());
+    const offset = this.offset;
+    const mode = (opts.mode ?? (isDir ? 0o755 : 0o644)) | (isDir ? S_IFDIR : S_IFREG);
+    await this.emitAll(localHeader(nameBuf, method, time, date));
+
+    let crc = 0;
+    let size = 0;
+    let compressedSize = 0;
+    if (Buffer.isBuffer(source)) {
+      crc = crc32(source);
+      size = source.length;
+      const data = method === 8 ? await deflateRawAsync(source, { level: this.level }) : source;
+      compressedSize = data.length;
+      await this.emitAll(data);
+    } else if (method === 0) {
+      for await (const chunk of source) {
+        const buf = chunk as Buffer;
+        crc = crc32(buf, crc);
+        size += buf.length;
+        const wait = this.emit(buf);
+        if (wait) await wait;
+      }
+      compressedSize = size;
+    } else {
+      const deflate = createDeflateRaw({ level: this.level, chunkSize: ZLIB_CHUNK_SIZE });
+      // Feeding and draining run side by side: zlib compresses on the threadpool while we emit.
+      const feeding = (async () => {
+        for await (const chunk of source) {
+          const buf = chunk as Buffer;
+          crc = crc32(buf, crc);
+          size += buf.length;
+          if (!deflate.write(buf)) await once(deflate, 'drain');
+        }
+        deflate.end();
+      })().catch((err: Error) => deflate.destroy(err));
+      for await (const out of deflate) {
+        const buf = out as Buffer;
+        compressedSize += buf.length;
+        const wait = this.emit(buf);
+        if (wait) await wait;
+      }
+      await feeding;
+    }
+    await this.emitAll(dataDescriptor(crc, compressedSize, size));
+    this.central.push({ name: nameBuf, method, time, date, crc, compressedSize, size, offset, externalAttributes: ((mode << 16) | (isDir ? 0x10 : 0)) >>> 0 });
+  }
+
+  private async writeCentralDirectory(): Promise<void> {
+    const start = this.offset;
+    for (const r of this.central) await this.emitAll(centralHeader(r));
+    const size = this.offset - start;
+    const count = this.central.length;
+    if (count >= MAX16 || start >= MAX32 || size >= MAX32) {
+      const zip64End = this.offset;
+      await this.emitAll(zip64EndRecord(count, size, start));
+      await this.emitAll(zip64Locator(zip64End));
+    }
+    await this.emitAll(endRecord(count, size, start));
   }
 
   /** Why a new entry cannot be added now, or null. Checked before any state changes. */
@@ -134,7 +278,7 @@ class ArchiverZipWriter implements ZipWriter {
     if (stateRefusal !== null) return stateRefusal;
     const optionProblem = entryOptionsProblem(opts);
     if (optionProblem !== null) return new CofferError('E_INTERNAL', `cannot add zip entry '${name}': ${optionProblem}`);
-    // archiver would wait forever for data from a stream that has already ended.
+    // A stream that has already ended would never deliver its data.
     if (source !== undefined && (source.readableEnded || source.destroyed)) {
       return new CofferError('E_INTERNAL', `cannot add zip entry '${name}': its source stream was already consumed or destroyed`);
     }
@@ -151,59 +295,11 @@ class ArchiverZipWriter implements ZipWriter {
       case 'failed':
         return this.failure;
       case 'busy':
-        // Appending while an entry is in flight would queue open streams inside archiver.
-        return new CofferError('E_INTERNAL', `cannot ${action}: entry '${this.pending?.name}' is still being written (await it first)`);
+        return new CofferError('E_INTERNAL', `cannot ${action}: entry '${this.pendingName}' is still being written (await it first)`);
       case 'finalizing':
       case 'done':
         return new CofferError('E_INTERNAL', `cannot ${action}: the zip has already been finalized`);
     }
-  }
-
-  private append(name: string, source: Readable | Buffer, opts: ZipEntryOptions): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const isStream = !Buffer.isBuffer(source);
-      this.pending = {
-        name,
-        resolve,
-        reject,
-        source: isStream ? source : null,
-        stopWatching: isStream ? this.watchSource(name, source) : () => undefined,
-      };
-      this.state = 'busy';
-      this.archive.append(source, {
-        name,
-        store: opts.store === true,
-        date: opts.date ?? new Date(),
-        ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
-      });
-    });
-  }
-
-  /**
-   * archiver pipes the source into its own PassThrough, and `pipe` does not forward errors: a source
-   * that errors or is destroyed early would leave the entry hanging forever. Watch it ourselves.
-   */
-  private watchSource(name: string, source: Readable): () => void {
-    return finished(source, { writable: false }, (err) => {
-      if (err !== undefined && err !== null && this.pending?.name === name) this.fail(this.wrap(err));
-    });
-  }
-
-  private entryDone(): void {
-    const pending = this.pending;
-    if (pending === null || this.state !== 'busy') return;
-    pending.stopWatching();
-    this.pending = null;
-    this.state = 'open';
-    pending.resolve();
-  }
-
-  private archiveEnded(): void {
-    // archiver also ends its stream when aborted; only an end after finalize is a complete zip.
-    if (this.state !== 'finalizing' || this.finalizing === null) return;
-    this.state = 'done';
-    this.finalizing.resolve({ bytes: this.archive.pointer() });
-    this.finalizing = null;
   }
 
   /** Puts the writer in its failed state once; every later call rejects with the same error. */
@@ -211,33 +307,118 @@ class ArchiverZipWriter implements ZipWriter {
     if (this.state === 'failed' || this.state === 'done') return;
     this.state = 'failed';
     this.failure = err;
-    // Unpipe before aborting: archiver ends its stream on abort, and that end must not reach the
-    // consumer as a clean end of file.
-    this.archive.unpipe(this.output);
+    this.pendingSource?.destroy();
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(err);
     this.output.destroy(err);
-    this.archive.abort();
-    this.rejectPending(err);
-  }
-
-  private rejectPending(err: CofferError): void {
-    const pending = this.pending;
-    this.pending = null;
-    if (pending !== null) {
-      pending.stopWatching();
-      pending.source?.destroy();
-      pending.reject(err);
-    }
-    const finalizing = this.finalizing;
-    this.finalizing = null;
-    finalizing?.reject(err);
   }
 
   /** CofferErrors (e.g. from the database stream) keep their code; anything else becomes E_BACKUP_FAILED. */
   private wrap(err: unknown): CofferError {
     if (isCofferError(err)) return err;
-    const entry = this.pending === null ? '' : ` entry '${this.pending.name}'`;
+    const entry = this.pendingName === null ? '' : ` entry '${this.pendingName}'`;
     return new CofferError('E_BACKUP_FAILED', `writing zip${entry} failed: ${errorMessage(err)}`, { cause: err });
   }
+}
+
+function localHeader(name: Buffer, method: number, time: number, date: number): Buffer {
+  const h = Buffer.alloc(30 + name.length);
+  h.writeUInt32LE(SIG_LOCAL, 0);
+  h.writeUInt16LE(VERSION_ZIP64, 4);
+  h.writeUInt16LE(FLAGS, 6);
+  h.writeUInt16LE(method, 8);
+  h.writeUInt16LE(time, 10);
+  h.writeUInt16LE(date, 12);
+  // CRC and sizes (14..25) stay zero: they follow the data in the descriptor.
+  h.writeUInt16LE(name.length, 26);
+  h.writeUInt16LE(0, 28);
+  name.copy(h, 30);
+  return h;
+}
+
+/** Sizes past 4 GiB make the descriptor's size fields 8 bytes each (Zip64). */
+function dataDescriptor(crc: number, compressedSize: number, size: number): Buffer {
+  const zip64 = compressedSize >= MAX32 || size >= MAX32;
+  const d = Buffer.alloc(zip64 ? 24 : 16);
+  d.writeUInt32LE(SIG_DESCRIPTOR, 0);
+  d.writeUInt32LE(crc >>> 0, 4);
+  if (zip64) {
+    d.writeBigUInt64LE(BigInt(compressedSize), 8);
+    d.writeBigUInt64LE(BigInt(size), 16);
+  } else {
+    d.writeUInt32LE(compressedSize, 8);
+    d.writeUInt32LE(size, 12);
+  }
+  return d;
+}
+
+function centralHeader(r: CentralRecord): Buffer {
+  const extra: bigint[] = [];
+  if (r.size >= MAX32) extra.push(BigInt(r.size));
+  if (r.compressedSize >= MAX32) extra.push(BigInt(r.compressedSize));
+  if (r.offset >= MAX32) extra.push(BigInt(r.offset));
+  const extraLen = extra.length ? 4 + 8 * extra.length : 0;
+  const h = Buffer.alloc(46 + r.name.length + extraLen);
+  h.writeUInt32LE(SIG_CENTRAL, 0);
+  h.writeUInt16LE(VERSION_MADE_BY, 4);
+  h.writeUInt16LE(extra.length ? VERSION_ZIP64 : VERSION_DEFAULT, 6);
+  h.writeUInt16LE(FLAGS, 8);
+  h.writeUInt16LE(r.method, 10);
+  h.writeUInt16LE(r.time, 12);
+  h.writeUInt16LE(r.date, 14);
+  h.writeUInt32LE(r.crc >>> 0, 16);
+  h.writeUInt32LE(r.compressedSize >= MAX32 ? MAX32 : r.compressedSize, 20);
+  h.writeUInt32LE(r.size >= MAX32 ? MAX32 : r.size, 24);
+  h.writeUInt16LE(r.name.length, 28);
+  h.writeUInt16LE(extraLen, 30);
+  // comment length, disk number start, internal attributes: zero
+  h.writeUInt32LE(r.externalAttributes, 38);
+  h.writeUInt32LE(r.offset >= MAX32 ? MAX32 : r.offset, 42);
+  r.name.copy(h, 46);
+  if (extra.length) {
+    let p = 46 + r.name.length;
+    h.writeUInt16LE(0x0001, p);
+    h.writeUInt16LE(8 * extra.length, p + 2);
+    p += 4;
+    for (const v of extra) {
+      h.writeBigUInt64LE(v, p);
+      p += 8;
+    }
+  }
+  return h;
+}
+
+function zip64EndRecord(count: number, size: number, offset: number): Buffer {
+  const e = Buffer.alloc(56);
+  e.writeUInt32LE(SIG_ZIP64_END, 0);
+  e.writeBigUInt64LE(44n, 4);
+  e.writeUInt16LE(VERSION_MADE_BY, 12);
+  e.writeUInt16LE(VERSION_ZIP64, 14);
+  // this disk, disk with the central directory: zero
+  e.writeBigUInt64LE(BigInt(count), 24);
+  e.writeBigUInt64LE(BigInt(count), 32);
+  e.writeBigUInt64LE(BigInt(size), 40);
+  e.writeBigUInt64LE(BigInt(offset), 48);
+  return e;
+}
+
+function zip64Locator(zip64EndOffset: number): Buffer {
+  const l = Buffer.alloc(20);
+  l.writeUInt32LE(SIG_ZIP64_LOCATOR, 0);
+  l.writeBigUInt64LE(BigInt(zip64EndOffset), 8);
+  l.writeUInt32LE(1, 16);
+  return l;
+}
+
+function endRecord(count: number, size: number, offset: number): Buffer {
+  const e = Buffer.alloc(22);
+  e.writeUInt32LE(SIG_END, 0);
+  e.writeUInt16LE(Math.min(count, MAX16), 8);
+  e.writeUInt16LE(Math.min(count, MAX16), 10);
+  e.writeUInt32LE(Math.min(size, MAX32), 12);
+  e.writeUInt32LE(Math.min(offset, MAX32), 16);
+  return e;
 }
 
 function entryOptionsProblem(opts: ZipEntryOptions): string | null {
@@ -247,4 +428,3 @@ function entryOptionsProblem(opts: ZipEntryOptions): string | null {
   }
   return null;
 }
-

@@ -1,19 +1,19 @@
 import { Command, CommanderError } from 'commander';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
+import { APP_VERSION } from '../core/manifest';
 import { registerDemo } from './commands/demo';
 import { registerMigrate } from './commands/migrate';
 import { registerServe } from './commands/serve';
 import { registerUsers } from './commands/users';
 import { registerArchiveCommands } from './commands/archive';
 
-const VERSION = '0.1.0';
 
 export function buildProgram(): Command {
   const program = new Command();
   program
     .name('coffer')
     .description('coffer: consistent, optionally encrypted backups of a PostgreSQL-backed service')
-    .version(VERSION)
+    .version(APP_VERSION)
     .showHelpAfterError()
     .exitOverride();
   registerServe(program);
@@ -28,6 +28,11 @@ export function buildProgram(): Command {
 export async function main(argv: string[]): Promise<void> {
   // A fixed title: argv may hold file names an operator typed, never secrets, but keep ps output short.
   process.title = ['coffer', argv[2]].filter(Boolean).join(' ');
+  // `coffer verify x | head` closes the pipe early: that is the reader's choice, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
@@ -43,7 +48,7 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     process.stderr.write(`coffer: unexpected error: ${errorMessage(err)}\n`);
-    if (process.env.LOG_LEVEL === 'debug' || process.env.LOG_LEVEL === 'trace') process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+    process.stderr.write('coffer: this is a bug; please report it with the command and the log (LOG_LEVEL=debug)\n');
     process.exitCode = new CofferError('E_INTERNAL', '').exitCode;
   }
 }

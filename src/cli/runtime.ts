@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { loadConfig, type Config } from '../config';
 import { openDatabase, type Database } from '../db/connect';
 import { migrate } from '../db/migrate';
@@ -14,7 +15,7 @@ export interface Runtime {
  */
 export function runtime(opts: { quietByDefault?: boolean; overrides?: Record<string, string> } = {}): Runtime {
   const config = loadConfig(process.env, opts.overrides);
-  const level = opts.quietByDefault && !process.env.LOG_LEVEL ? 'warn' : config.logLevel;
+  const level = opts.quietByDefault && !config.logLevelExplicit ? 'warn' : config.logLevel;
   return { config, log: createLogger(level) };
 }
 
@@ -26,6 +27,16 @@ export async function withDatabase<T>(rt: Runtime, fn: (db: Database) => Promise
     return await fn(db);
   } finally {
     await db.close();
+  }
+}
+
+/** Who ran a command, for backup_log: USER, else the OS account (containers may run a uid with no name). */
+export function cliActor(config: Config): { username: string } {
+  if (config.operator) return { username: `cli:${config.operator}` };
+  try {
+    return { username: `cli:${os.userInfo().username}` };
+  } catch {
+    return { username: `cli:uid-${process.getuid?.() ?? 'unknown'}` };
   }
 }
 

@@ -26,6 +26,7 @@ const schema = z.object({
   COOKIE_SECURE: z.enum(['auto', 'true', 'false']).default('auto'),
   TRUST_PROXY: z.enum(['true', 'false']).default('false'),
   COFFER_AES_KEY: z.string().optional(),
+  USER: z.string().trim().min(1).max(200).optional(),
 });
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -42,12 +43,16 @@ export interface Config {
   /** Why backups are disabled, when they are. */
   backupDisabledReason?: string;
   logLevel: LogLevel;
+  /** Whether LOG_LEVEL was set (CLI commands are quiet by default otherwise). */
+  logLevelExplicit: boolean;
   uploadMaxBytes: number;
   sessionTtlMs: number;
   cookieSecure: 'auto' | boolean;
   trustProxy: boolean;
   /** COFFER_AES_KEY: a raw archive key (hex or base64) for the CLI's encrypt/decrypt paths. */
   aesKey?: Secret;
+  /** USER: who runs CLI commands, for backup_log (falls back to the OS account). */
+  operator?: string;
 }
 
 /** The environment variables coffer reads; everything else is ignored. */
@@ -75,12 +80,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     port: v.PORT,
     host: v.HOST,
     logLevel: v.LOG_LEVEL,
+    logLevelExplicit: input.LOG_LEVEL !== undefined,
     uploadMaxBytes: v.UPLOAD_MAX_BYTES,
     sessionTtlMs: v.SESSION_TTL_HOURS * 3600_000,
     cookieSecure: v.COOKIE_SECURE === 'auto' ? 'auto' : v.COOKIE_SECURE === 'true',
     trustProxy: v.TRUST_PROXY === 'true',
   };
   if (v.DATABASE_URL) config.databaseUrl = new Secret(v.DATABASE_URL);
+  if (v.USER) config.operator = v.USER;
   if (v.COFFER_AES_KEY) config.aesKey = new Secret(v.COFFER_AES_KEY);
   if (v.BACKUP_KEY === undefined) {
     config.backupDisabledReason = 'BACKUP_KEY is not set';

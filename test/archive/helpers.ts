@@ -78,8 +78,8 @@ export async function expectCofferError(promise: Promise<unknown>, code: ErrorCo
 }
 
 // ---------------------------------------------------------------------------------------------------
-// A tiny zip builder for hostile archives. archiver sanitises names and always writes consistent
-// headers, so it cannot produce the archives the reader must refuse.
+// A tiny zip builder for hostile archives. coffer's writer refuses unsafe names and always writes
+// consistent headers, so it cannot produce the archives the reader must refuse.
 
 export interface HandEntry {
   name: string | Buffer;

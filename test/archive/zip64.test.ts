@@ -5,8 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import { ARCHIVE_TOP_LEVEL, bufferSource, createZipWriter, fileSource, openZip } from '../../src/archive';
 import { expectCofferError, runUnzip, tempDir, writeZip } from './helpers';
 
-// archiver switches to Zip64 end records by itself once there are more than 65,535 entries (and for
-// entries or offsets beyond 4 GiB); forceZip64 is not needed. This protects that behaviour.
+// The writer switches to Zip64 end records by itself once there are more than 65,535 entries (and to
+// Zip64 sizes and offsets beyond 4 GiB). This protects that behaviour.
 const ENTRY_COUNT = 65_600;
 
 describe('an archive with more than 65,535 entries', () => {

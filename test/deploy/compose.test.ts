@@ -16,11 +16,7 @@ import { CONFIG_VARIABLES } from '../../src/config';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 import { seedDomain, writeUploadFiles } from '../support/seed';
 
-// js-yaml is installed with jest (through @istanbuljs/load-nyc-config) and has no type declarations
-// here. v3 names the safe loader safeLoad, v4 load.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const jsYaml = require('js-yaml') as { safeLoad?: (text: string) => unknown; load: (text: string) => unknown };
-const parseYaml = (text: string): unknown => (jsYaml.safeLoad ?? jsYaml.load)(text);
+import { load as parseYaml } from 'js-yaml';
 
 const execFileP = promisify(execFile);
 
@@ -858,25 +854,42 @@ function cofferInvocations(): { invocations: CofferInvocation[]; services: strin
 }
 
 describe('deploy/RESTORE.md', () => {
-  const helpCache = new Map<string, Promise<string>>();
-  const help = (words: string[]): Promise<string> => {
-    const key = words.join(' ');
-    if (!helpCache.has(key)) {
-      helpCache.set(
-        key,
-        execFileP(process.execPath, [CLI, ...words, '--help'], { env: { PATH: process.env.PATH } }).then((r) => r.stdout),
-      );
-    }
-    return helpCache.get(key)!;
-  };
+  /**
+   * The --help text of every command and sub-command of the built CLI, keyed 'verify', 'users create'...
+   * ('' for the program), from one node process: commander's helpInformation() is what --help prints
+   * (checked against a real `--help` run below), and one process per command is slow on a busy machine.
+   */
+  let helpTexts: Record<string, string> = {};
+  const help = async (words: string[]): Promise<string> => helpTexts[words.join(' ')] ?? '';
+  const HELP_DUMP = `
+    const { buildProgram } = require(process.argv[1]);
+    const out = {};
+    const walk = (cmd, prefix) => {
+      out[prefix.join(' ')] = cmd.helpInformation();
+      for (const sub of cmd.commands) walk(sub, [...prefix, sub.name()]);
+    };
+    walk(buildProgram(), []);
+    process.stdout.write(JSON.stringify(out));`;
 
-  beforeAll(() => ensureBuilt());
+  beforeAll(async () => {
+    ensureBuilt();
+    const { stdout } = await execFileP(process.execPath, ['-e', HELP_DUMP, path.join(ROOT, 'dist', 'cli', 'main.js')], { env: { PATH: process.env.PATH } });
+    helpTexts = JSON.parse(stdout);
+  });
+
+  test('the help texts used below are what `coffer CMD --help` prints', async () => {
+    for (const words of [[], ['restore'], ['users', 'token']]) {
+      const { stdout } = await execFileP(process.execPath, [CLI, ...words, '--help'], { env: { PATH: process.env.PATH } });
+      expect(stdout).toBe(await help(words));
+    }
+  });
 
   test('every coffer command and --flag it writes exists in the CLI', async () => {
     const { invocations } = cofferInvocations();
     expect(invocations.length).toBeGreaterThanOrEqual(8);
     const top = await help([]);
     const topCommands = [...top.matchAll(/^ {2}([a-z][a-z-]*)\b/gm)].map((m) => m[1]);
+    const subCommands = (text: string) => (text.includes('\nCommands:\n') ? [...text.replace(/^[\s\S]*?\nCommands:\n/, '').matchAll(/^ {2}([a-z][a-z-]*)\b/gm)].map((m) => m[1]) : []);
     const seen = new Set<string>();
     const problems: string[] = [];
     for (const { line, words } of invocations) {
@@ -886,9 +899,7 @@ describe('deploy/RESTORE.md', () => {
         continue;
       }
       // A sub-command (users create, migrate status) when the command has them.
-      const cmdHelp = await help([cmd]);
-      const subs = [...cmdHelp.replace(/^[\s\S]*?\nCommands:\n/, '').matchAll(/^ {2}([a-z][a-z-]*)\b/gm)].map((m) => m[1]);
-      const target = cmdHelp.includes('\nCommands:\n') && subs.includes(words[1]) ? [cmd, words[1]] : [cmd];
+      const target = subCommands(await help([cmd])).includes(words[1]) ? [cmd, words[1]] : [cmd];
       const text = await help(target);
       seen.add(target.join(' '));
       for (const word of words.slice(target.length)) {

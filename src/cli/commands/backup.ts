@@ -6,7 +6,7 @@ import { archiveFileName } from '../../pipeline/names';
 import { createAtomicFile } from '../../storage/atomic-file';
 import { KEY_OPTION_HELP, resolveKeySource, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
-import { runtime, withDatabase } from '../runtime';
+import { cliActor, runtime, withDatabase } from '../runtime';
 
 interface BackupOptions extends KeyOptions {
   output?: string;
@@ -54,7 +54,7 @@ export function registerBackup(program: Command): void {
             dataDir: rt.config.dataDir,
             log: rt.log,
             via: 'cli',
-            actor: { username: `cli:${process.env.USER ?? 'unknown'}` },
+            actor: cliActor(rt.config),
             encryption,
             onProgress: (p) => progress.update(describeProgress(p, startedAt, eta.expected)),
           });

@@ -11,7 +11,7 @@ import { openArchive } from '../../pipeline/open-archive';
 import { restoreArchive, type RestoreProgress } from '../../pipeline/restore';
 import { KEY_OPTION_HELP, resolveKeySource, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
-import { print, runtime, type Runtime } from '../runtime';
+import { cliActor, print, runtime, type Runtime } from '../runtime';
 
 interface RestoreOptions extends KeyOptions {
   databaseUrl?: string;
@@ -100,7 +100,7 @@ export function registerRestore(program: Command): void {
               pool: db?.pool,
               dataDir: rt.config.dataDir,
               log: rt.log,
-              actor: { username: `cli:${process.env.USER ?? 'unknown'}` },
+              actor: cliActor(rt.config),
               skipFiles: opts.skipFiles,
               skipDatabase: opts.skipDatabase,
               force: opts.force,
