@@ -56,17 +56,28 @@ class Out {
   }
 
   slice(src: Buffer, start: number, end: number): void {
-    this.ensure(end - start);
+    const n = end - start;
+    this.ensure(n);
+    if (n < 48) {
+      // Short fields are most fields: a loop beats the native copy's call overhead.
+      const buf = this.buf;
+      let o = this.len;
+      for (let i = start; i < end; i++) buf[o++] = src[i];
+      this.len = o;
+      return;
+    }
     src.copy(this.buf, this.len, start, end);
-    this.len += end - start;
+    this.len += n;
   }
 
   bytes(b: Buffer): void {
     this.slice(b, 0, b.length);
   }
 
+  /** Hands over what was written (no copy) and starts a new buffer. */
   take(): Buffer {
-    const out = Buffer.from(this.buf.subarray(0, this.len));
+    const out = this.buf.subarray(0, this.len);
+    this.buf = Buffer.allocUnsafe(Math.max(256 * 1024, this.len));
     this.len = 0;
     return out;
   }
@@ -74,6 +85,8 @@ class Out {
 
 export class JsonlToCopy extends Transform {
   private readonly columnIndex = new Map<string, number>();
+  /** Each column's key as it appears in a line ("name" with its quotes), to match without decoding. */
+  private readonly keys: Buffer[];
   private readonly starts: Int32Array;
   private readonly ends: Int32Array;
   private readonly out = new Out();
@@ -86,23 +99,32 @@ export class JsonlToCopy extends Transform {
   ) {
     super({ readableHighWaterMark: 1024 * 1024 });
     columns.forEach((c, i) => this.columnIndex.set(c.name, i));
+    this.keys = columns.map((c) => Buffer.from(JSON.stringify(c.name), 'utf8'));
     this.starts = new Int32Array(columns.length);
     this.ends = new Int32Array(columns.length);
   }
 
   _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
-      let data = chunk;
-      if (this.rest) {
-        data = Buffer.concat([this.rest, chunk]);
-        this.rest = null;
-      }
+      const data = chunk;
       let pos = 0;
+      if (this.rest) {
+        // Only the line that straddles the chunks is joined; the rest is read in place.
+        const nl = data.indexOf(NEWLINE);
+        if (nl === -1) {
+          this.rest = Buffer.concat([this.rest, data]);
+          return cb();
+        }
+        const line = Buffer.concat([this.rest, data.subarray(0, nl)]);
+        this.rest = null;
+        this.row(line, 0, line.length);
+        pos = nl + 1;
+      }
       for (let nl = data.indexOf(NEWLINE, pos); nl !== -1; nl = data.indexOf(NEWLINE, pos)) {
         this.row(data, pos, nl);
         pos = nl + 1;
       }
-      if (pos < data.length) this.rest = data.subarray(pos);
+      if (pos < data.length) this.rest = Buffer.from(data.subarray(pos));
       if (this.out.len > 0) this.push(this.out.take());
       cb();
     } catch (err) {
@@ -132,16 +154,28 @@ export class JsonlToCopy extends Transform {
     if (buf[p] === RBRACE) {
       p++;
     } else {
+      let expect = 0;
       for (;;) {
         if (buf[p] !== QUOTE) throw new RowError('expected a key');
-        const keyEnd = stringEnd(buf, p, end);
-        const key = buf.toString('utf8', p + 1, keyEnd - 1);
-        const col = this.columnIndex.get(key.includes('\\') ? (JSON.parse(buf.toString('utf8', p, keyEnd)) as string) : key);
+        let col: number | undefined;
+        let keyEnd: number;
+        // row_to_json writes the keys in column order: try the expected one before decoding anything.
+        const k = expect < this.keys.length ? this.keys[expect] : undefined;
+        if (k !== undefined && p + k.length <= end && sameBytes(buf, p, k)) {
+          col = expect;
+          keyEnd = p + k.length;
+        } else {
+          keyEnd = stringEnd(buf, p, end);
+          const raw = buf.toString('utf8', p + 1, keyEnd - 1);
+          const key = raw.includes('\\') ? (JSON.parse(buf.toString('utf8', p, keyEnd)) as string) : raw;
+          col = this.columnIndex.get(key);
+          if (col === undefined) throw new RowError(`unknown column ${JSON.stringify(key)}`);
+        }
+        expect = col + 1;
         p = skip(buf, keyEnd, end);
         if (buf[p] !== COLON) throw new RowError('expected ":"');
         p = skip(buf, p + 1, end);
         const valueEnd = valueEndAt(buf, p, end);
-        if (col === undefined) throw new RowError(`unknown column ${JSON.stringify(key)}`);
         this.starts[col] = p;
         this.ends[col] = valueEnd;
         p = skip(buf, valueEnd, end);
@@ -186,6 +220,12 @@ export class JsonlToCopy extends Transform {
     // A number: its exact text.
     this.out.slice(buf, s, e);
   }
+}
+
+/** buf[p..] starts with `word` (short words: a loop beats Buffer.compare's call overhead). */
+function sameBytes(buf: Buffer, p: number, word: Buffer): boolean {
+  for (let j = 0; j < word.length; j++) if (buf[p + j] !== word[j]) return false;
+  return true;
 }
 
 function skip(buf: Buffer, p: number, end: number): number {
@@ -235,16 +275,49 @@ function valueEndAt(buf: Buffer, p: number, end: number): number {
     q++;
   }
   if (q === p) throw new RowError('missing value');
-  const word = buf.toString('latin1', p, q);
-  if (!(word === 'true' || word === 'false' || word === 'null' || /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(word))) {
-    throw new RowError(`invalid value ${JSON.stringify(word.slice(0, 40))}`);
-  }
+  if (!isLiteral(buf, p, q) && !isNumber(buf, p, q)) throw new RowError(`invalid value ${JSON.stringify(buf.toString('latin1', p, Math.min(q, p + 40)))}`);
   return q;
+}
+
+const TRUE = Buffer.from('true');
+const FALSE = Buffer.from('false');
+const NULL = Buffer.from('null');
+
+function isLiteral(buf: Buffer, p: number, q: number): boolean {
+  const n = q - p;
+  const word = n === 4 ? (buf[p] === 0x74 ? TRUE : NULL) : n === 5 ? FALSE : undefined;
+  return word !== undefined && sameBytes(buf, p, word);
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
+/** JSON number grammar: -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)? */
+function isNumber(buf: Buffer, p: number, q: number): boolean {
+  let i = p;
+  if (buf[i] === 0x2d) i++;
+  if (i >= q || !isDigit(buf[i])) return false;
+  if (buf[i] === 0x30) i++;
+  else while (i < q && isDigit(buf[i])) i++;
+  if (i < q && buf[i] === 0x2e) {
+    i++;
+    if (i >= q || !isDigit(buf[i])) return false;
+    while (i < q && isDigit(buf[i])) i++;
+  }
+  if (i < q && (buf[i] === 0x65 || buf[i] === 0x45)) {
+    i++;
+    if (i < q && (buf[i] === 0x2b || buf[i] === 0x2d)) i++;
+    if (i >= q || !isDigit(buf[i])) return false;
+    while (i < q && isDigit(buf[i])) i++;
+  }
+  return i === q;
 }
 
 /**
  * Text as a COPY field, verbatim: backslashes doubled; tabs, carriage returns and newlines (legal JSON
- * whitespace between tokens, or decoded array elements) written as COPY escapes.
+ * whitespace between tokens, or decoded array elements) written as COPY escapes. A plain loop: values
+ * are short, and per-value native searches cost more than they save.
  */
 function copyEscapedVerbatim(out: Out, buf: Buffer, s: number, e: number): void {
   let from = s;
@@ -259,12 +332,25 @@ function copyEscapedVerbatim(out: Out, buf: Buffer, s: number, e: number): void 
   out.slice(buf, from, e);
 }
 
+/**
+ * The next backslash in [from, e), or e. Bounded: an unbounded indexOf would scan the rest of the
+ * chunk for every string that has none. Short ranges are looped, long ones searched natively.
+ */
+function nextBackslash(buf: Buffer, from: number, e: number): number {
+  if (e - from < 256) {
+    for (let i = from; i < e; i++) if (buf[i] === BACKSLASH) return i;
+    return e;
+  }
+  const i = buf.subarray(from, e).indexOf(BACKSLASH);
+  return i === -1 ? e : from + i;
+}
+
 const SIMPLE_ESCAPES: Record<number, number> = { 0x6e: 0x6e, 0x72: 0x72, 0x74: 0x74, 0x62: 0x62, 0x66: 0x66 };
 
 /** The content of a JSON string (between the quotes) as a COPY text field. */
 function stringToCopy(out: Out, buf: Buffer, s: number, e: number): void {
   let from = s;
-  for (let i = buf.indexOf(BACKSLASH, s); i !== -1 && i < e; i = buf.indexOf(BACKSLASH, from)) {
+  for (let i = nextBackslash(buf, s, e); i < e; i = nextBackslash(buf, from, e)) {
     out.slice(buf, from, i);
     const c = buf[i + 1];
     if (c === QUOTE || c === 0x2f /* / */) {

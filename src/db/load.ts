@@ -36,20 +36,35 @@ export interface DeferredIndex {
   definition: string;
 }
 
-/**
- * Removes foreign keys and secondary indexes before a bulk load, as pg_restore does: rows then load in
- * any order (cycles, self-references) and indexes are built once instead of row by row. Primary keys,
- * unique and check constraints stay, so duplicates and bad values still fail during the load.
- */
-export async function dropForLoad(client: pg.ClientBase, schema: string): Promise<{ constraints: DeferredConstraint[]; indexes: DeferredIndex[] }> {
-  const fks = await client.query<DeferredConstraint>(
+export interface DroppedForLoad {
+  /** Primary keys, unique and exclusion constraints: rebuilt first. */
+  keys: DeferredConstraint[];
+  indexes: DeferredIndex[];
+  /** Foreign keys: re-added last, which checks every row. */
+  foreignKeys: DeferredConstraint[];
+}
+
+async function constraintsOf(client: pg.ClientBase, schema: string, types: string[]): Promise<DeferredConstraint[]> {
+  const res = await client.query<DeferredConstraint>(
     `SELECT c.conname AS name, t.relname AS table, n.nspname AS schema, pg_get_constraintdef(c.oid) AS definition
        FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
-      WHERE n.nspname = $1 AND c.contype = 'f'
+      WHERE n.nspname = $1 AND c.contype = ANY($2)
       ORDER BY t.relname, c.conname`,
-    [schema],
+    [schema, types],
   );
-  for (const fk of fks.rows) await client.query(`ALTER TABLE ${qualified(fk.schema, fk.table)} DROP CONSTRAINT ${ident(fk.name)}`);
+  return res.rows;
+}
+
+/**
+ * Removes foreign keys, keys and secondary indexes before a bulk load, as pg_restore does: rows then
+ * load in any order (cycles, self-references) into bare tables, and every index is built once, by a
+ * sort, instead of row by row. Check and NOT NULL constraints stay, so bad values fail during the load.
+ */
+export async function dropForLoad(client: pg.ClientBase, schema: string): Promise<DroppedForLoad> {
+  const foreignKeys = await constraintsOf(client, schema, ['f']);
+  for (const fk of foreignKeys) await client.query(`ALTER TABLE ${qualified(fk.schema, fk.table)} DROP CONSTRAINT ${ident(fk.name)}`);
+  const keys = await constraintsOf(client, schema, ['p', 'u', 'x']);
+  for (const k of keys) await client.query(`ALTER TABLE ${qualified(k.schema, k.table)} DROP CONSTRAINT ${ident(k.name)}`);
   const idx = await client.query<DeferredIndex>(
     `SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition
        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace
@@ -58,14 +73,23 @@ export async function dropForLoad(client: pg.ClientBase, schema: string): Promis
     [schema],
   );
   for (const i of idx.rows) await client.query(`DROP INDEX ${qualified(schema, i.name)}`);
-  return { constraints: fks.rows, indexes: idx.rows };
+  return { keys, indexes: idx.rows, foreignKeys };
 }
 
 /**
- * Rebuilds what dropForLoad removed. Adding a foreign key checks every row against it, and building a
- * unique index checks uniqueness: this is where a restore proves the constraints hold.
+ * Rebuilds what dropForLoad removed. Building a primary key or unique index checks uniqueness and
+ * adding a foreign key checks every row against it: this is where a restore proves the constraints hold.
  */
-export async function restoreAfterLoad(client: pg.ClientBase, dropped: { constraints: DeferredConstraint[]; indexes: DeferredIndex[] }): Promise<void> {
+export async function restoreAfterLoad(client: pg.ClientBase, dropped: DroppedForLoad): Promise<void> {
+  // Index builds sort in memory up to this; more makes them faster on large tables (transaction-local).
+  await client.query(`SET LOCAL maintenance_work_mem = '256MB'`);
+  for (const k of dropped.keys) {
+    try {
+      await client.query(`ALTER TABLE ${qualified(k.schema, k.table)} ADD CONSTRAINT ${ident(k.name)} ${k.definition}`);
+    } catch (err) {
+      throw new CofferError('E_RESTORE_FAILED', `the restored data violates ${k.name} on ${k.table}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
   for (const i of dropped.indexes) {
     try {
       await client.query(i.definition);
@@ -73,7 +97,7 @@ export async function restoreAfterLoad(client: pg.ClientBase, dropped: { constra
       throw new CofferError('E_RESTORE_FAILED', `the restored data violates index ${i.name}: ${errorMessage(err)}`, { cause: err });
     }
   }
-  for (const fk of dropped.constraints) {
+  for (const fk of dropped.foreignKeys) {
     try {
       await client.query(`ALTER TABLE ${qualified(fk.schema, fk.table)} ADD CONSTRAINT ${ident(fk.name)} ${fk.definition}`);
     } catch (err) {

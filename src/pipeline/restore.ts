@@ -151,6 +151,11 @@ async function restoreDatabase(
     const locked = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS ok', [lockKey('restore')]);
     if (!locked.rows[0].ok) throw new CofferError('E_RESTORE_RUNNING', 'another restore is running on this database');
 
+    let mark = Date.now();
+    const phase = (what: string, extra: Record<string, unknown> = {}) => {
+      req.log.debug({ ms: Date.now() - mark, ...extra }, `restore: ${what}`);
+      mark = Date.now();
+    };
     // Flush, then migrate to exactly the archive's level, so tables match what the archive holds.
     await flushSchema(client, APP_SCHEMA);
     const known = knownMigrations();
@@ -162,6 +167,7 @@ async function restoreDatabase(
     await truncateTables(client, tables);
     const dropped = await dropForLoad(client, APP_SCHEMA);
     await createStage(client);
+    phase('flushed, migrated to the archive level, prepared tables');
 
     progress.phase = 'database';
     let rows = 0;
@@ -171,6 +177,7 @@ async function restoreDatabase(
       report();
       rows += await loadEntry(req, client, entry, table, progress);
       progress.tablesDone++;
+      phase('loaded table', { table: table.name, rows: entry.rows });
     }
     for (const s of manifest.sequences) {
       try {
@@ -184,6 +191,7 @@ async function restoreDatabase(
     progress.table = undefined;
     report();
     await restoreAfterLoad(client, dropped);
+    phase('rebuilt keys and indexes, checked foreign keys');
     // Later migrations run on the restored data, as an upgrade would.
     await migrateInTransaction(client, { log: req.log });
     await checkDeferredConstraints(client);
