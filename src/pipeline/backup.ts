@@ -173,6 +173,7 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
     report();
     const entry = tableEntryName(table.schema, table.name);
     const meter = new Meter(true);
+    const tableStarted = Date.now();
     const rows = copyOutTable(snap.client, table);
     const ticker = setInterval(() => {
       progress.rows = meter.lines;
@@ -183,6 +184,7 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
     } finally {
       clearInterval(ticker);
     }
+    req.log.debug({ table: table.name, rows: meter.lines, bytes: meter.bytes, ms: Date.now() - tableStarted }, 'backup: table written');
     tables.push({ schema: table.schema, name: table.name, entry, columns: table.columns.map((c) => ({ name: c.name, type: c.type })), rows: meter.lines, bytes: meter.bytes, sha256: meter.sha256 });
     progress.tablesDone++;
     progress.rows = 0;
