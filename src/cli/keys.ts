@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import fs from 'node:fs';
 import { CofferError, errorMessage } from '../core/errors';
 import { parseAesKey, type KeySource } from '../crypto';
@@ -12,11 +13,13 @@ export interface KeyOptions {
   passphrase?: boolean;
 }
 
-export const KEY_OPTION_HELP = {
-  keyFile: 'read the AES-256 key (64 hex characters or base64) from a file',
-  key: "'-': read the AES-256 key from standard input (prompted without echo on a terminal)",
-  passphrase: 'use a passphrase (prompted without echo on a terminal, else read from standard input)',
-};
+/** Adds --key-file, --key - and --passphrase, the same on every command that takes a key. */
+export function withKeyOptions(cmd: Command): Command {
+  return cmd
+    .option('--key-file <path>', 'read the AES-256 key (64 hex characters or base64) from a file')
+    .option('--key <dash>', "'-': read the AES-256 key from standard input (prompted without echo on a terminal)")
+    .option('--passphrase', 'use a passphrase (prompted without echo on a terminal, else read from standard input)');
+}
 
 function readKeyFile(file: string): Buffer {
   let data: Buffer;

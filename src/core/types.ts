@@ -11,3 +11,13 @@ export interface RandomAccessSource {
   createReadStream(start: number, end: number): Readable;
   close(): Promise<void>;
 }
+
+/** Counts that backup and restore both report while they run. */
+export interface ProgressCounts {
+  table?: string;
+  tablesDone: number;
+  tablesTotal: number;
+  rows: number;
+  files: number;
+  fileBytes: number;
+}

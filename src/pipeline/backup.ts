@@ -4,6 +4,7 @@ import { pipeline, type Readable, type Transform } from 'node:stream';
 import type pg from 'pg';
 import { ARCHIVE_TOP_LEVEL, checkEntryName, createZipWriter, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
+import type { ProgressCounts } from '../core/types';
 import { APP_NAME, APP_VERSION, ARCHIVE_FORMAT, type Manifest, type ManifestFolder, type ManifestSequence, type ManifestTable } from '../core/manifest';
 import { createEncryptStream, type KeySource } from '../crypto';
 import { writeBackupLog, type Actor } from '../db/backup-log';
@@ -15,14 +16,8 @@ import type { Logger } from '../log';
 import { walkFolder } from '../storage/walk';
 import { Meter, through } from './meter';
 
-export interface BackupProgress {
+export interface BackupProgress extends ProgressCounts {
   phase: 'database' | 'files' | 'finishing';
-  table?: string;
-  tablesDone: number;
-  tablesTotal: number;
-  rows: number;
-  files: number;
-  fileBytes: number;
   /** Archive bytes produced so far. */
   bytesOut: number;
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { CofferError, errorMessage } from '../core/errors';
+import type { ProgressCounts } from '../core/types';
 import type { Manifest, ManifestTable } from '../core/manifest';
 import { writeBackupLog, type Actor } from '../db/backup-log';
 import { listTables, type TableInfo } from '../db/introspect';
@@ -21,14 +22,8 @@ import {
 import { Meter, through } from './meter';
 import { checkMigrationsKnown, type OpenedArchive } from './open-archive';
 
-export interface RestoreProgress {
+export interface RestoreProgress extends ProgressCounts {
   phase: 'files' | 'database' | 'constraints' | 'swap';
-  table?: string;
-  tablesDone: number;
-  tablesTotal: number;
-  rows: number;
-  files: number;
-  fileBytes: number;
 }
 
 export interface RestoreRequest {

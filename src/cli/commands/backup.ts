@@ -4,7 +4,7 @@ import { CofferError } from '../../core/errors';
 import { startBackup, type BackupProgress } from '../../pipeline/backup';
 import { archiveFileName } from '../../pipeline/names';
 import { createAtomicFile } from '../../storage/atomic-file';
-import { KEY_OPTION_HELP, resolveKeySource, type KeyOptions } from '../keys';
+import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
 import { cliActor, runtime, withDatabase } from '../runtime';
 
@@ -26,13 +26,9 @@ function describeProgress(p: BackupProgress, startedAt: number, expected?: numbe
 }
 
 export function registerBackup(program: Command): void {
-  program
-    .command('backup')
+  withKeyOptions(program.command('backup'))
     .description('write a backup archive (zip, or .zip.crypt when a key is given) directly from the database')
     .option('-o, --output <file>', "archive file, or '-' for standard output (default: backup-<UTC time>.zip in the current folder)")
-    .option('--key-file <path>', KEY_OPTION_HELP.keyFile)
-    .option('--key <dash>', KEY_OPTION_HELP.key)
-    .option('--passphrase', KEY_OPTION_HELP.passphrase)
     .option('--database-url <url>', 'database to back up (default: DATABASE_URL or the embedded server)')
     .action(async (opts: BackupOptions) => {
       const rt = runtime({ quietByDefault: true });

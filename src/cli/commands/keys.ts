@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { CofferError } from '../../core/errors';
 import { createDecryptStream, createEncryptStream, generateKey, keyIdOf } from '../../crypto';
 import { createAtomicFile } from '../../storage/atomic-file';
-import { KEY_OPTION_HELP, resolveKeySource, type KeyOptions } from '../keys';
+import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { print, runtime } from '../runtime';
 
 function inputStream(file: string): NodeJS.ReadableStream {
@@ -28,13 +28,6 @@ async function transformFile(input: string, output: string, transform: NodeJS.Re
   }
 }
 
-function keyOptions(cmd: Command): Command {
-  return cmd
-    .option('--key-file <path>', KEY_OPTION_HELP.keyFile)
-    .option('--key <dash>', KEY_OPTION_HELP.key)
-    .option('--passphrase', KEY_OPTION_HELP.passphrase);
-}
-
 export function registerKeyCommands(program: Command): void {
   program
     .command('keygen')
@@ -45,7 +38,7 @@ export function registerKeyCommands(program: Command): void {
       process.stderr.write(`key id: ${keyIdOf(key).toString('hex')}\n`);
     });
 
-  keyOptions(program.command('encrypt').description('encrypt a file (e.g. a plain backup zip) into the .zip.crypt format'))
+  withKeyOptions(program.command('encrypt').description('encrypt a file (e.g. a plain backup zip) into the .zip.crypt format'))
     .argument('<in>', "file to encrypt, or '-' for standard input")
     .argument('<out>', 'encrypted file to write (written as OUT.partial, renamed when complete)')
     .action(async (input: string, output: string, opts: KeyOptions) => {
@@ -55,7 +48,7 @@ export function registerKeyCommands(program: Command): void {
       await transformFile(input, output, await createEncryptStream(key));
     });
 
-  keyOptions(program.command('decrypt').description('decrypt a .zip.crypt file; OUT appears only after the final chunk authenticated'))
+  withKeyOptions(program.command('decrypt').description('decrypt a .zip.crypt file; OUT appears only after the final chunk authenticated'))
     .argument('<in>', "encrypted file, or '-' for standard input")
     .argument('<out>', 'plain file to write (written as OUT.partial, renamed when complete)')
     .action(async (input: string, output: string, opts: KeyOptions) => {

@@ -9,7 +9,7 @@ import { openDatabase } from '../../db/connect';
 import { describeUrl } from '../../db/pool';
 import { openArchive } from '../../pipeline/open-archive';
 import { restoreArchive, type RestoreProgress } from '../../pipeline/restore';
-import { KEY_OPTION_HELP, resolveKeySource, type KeyOptions } from '../keys';
+import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
 import { cliActor, print, runtime, type Runtime } from '../runtime';
 
@@ -65,13 +65,9 @@ function describeProgress(p: RestoreProgress, startedAt: number): string {
 }
 
 export function registerRestore(program: Command): void {
-  program
-    .command('restore')
+  withKeyOptions(program.command('restore'))
     .description('replace the database and upload folders with an archive, all or nothing')
     .argument('[file]', "archive (.zip or .zip.crypt), or '-' for standard input")
-    .option('--key-file <path>', KEY_OPTION_HELP.keyFile)
-    .option('--key <dash>', KEY_OPTION_HELP.key)
-    .option('--passphrase', KEY_OPTION_HELP.passphrase)
     .option('--database-url <url>', 'database to replace (default: DATABASE_URL or the embedded server)')
     .option('--skip-files', 'restore only the database')
     .option('--skip-database', 'restore only the upload folders')

@@ -2,19 +2,15 @@ import type { Command } from 'commander';
 import { CofferError } from '../../core/errors';
 import { openArchive } from '../../pipeline/open-archive';
 import { verifyArchive } from '../../pipeline/verify';
-import { KEY_OPTION_HELP, resolveKeySource, type KeyOptions } from '../keys';
+import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, ProgressLine } from '../progress';
 import { print, runtime } from '../runtime';
 import { withArchiveFile } from './restore';
 
 export function registerVerify(program: Command): void {
-  program
-    .command('verify')
+  withKeyOptions(program.command('verify'))
     .description('check that an archive is complete and restorable, without writing anything')
     .argument('[file]', "archive (.zip or .zip.crypt), or '-' for standard input")
-    .option('--key-file <path>', KEY_OPTION_HELP.keyFile)
-    .option('--key <dash>', KEY_OPTION_HELP.key)
-    .option('--passphrase', KEY_OPTION_HELP.passphrase)
     .action(async (file: string | undefined, opts: KeyOptions) => {
       const rt = runtime({ quietByDefault: true });
       const key = await resolveKeySource(opts, rt.config, { stdinBusy: file === undefined || file === '-' });
