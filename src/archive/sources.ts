@@ -29,7 +29,7 @@ export async function fileSource(path: string): Promise<RandomAccessSource> {
   };
 }
 
-const READ_CHUNK = 64 * 1024;
+const READ_CHUNK = 256 * 1024;
 
 /**
  * Positional reads of [start, end) from a shared handle. Not `FileHandle.createReadStream`: destroying
