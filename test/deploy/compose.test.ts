@@ -290,13 +290,16 @@ describe('deploy/Dockerfile', () => {
     const entrypoint = JSON.parse(inRuntime('ENTRYPOINT')[0].args) as string[];
     const cmd = JSON.parse(inRuntime('CMD')[0].args) as string[];
     expect(entrypoint[0]).toBe('node');
-    expect(entrypoint[1]).toMatch(/(^|\/)bin\/coffer\.js$/);
+    // Node options (the same as bin/coffer.js's own shebang) come before the script.
+    const script = 1 + entrypoint.slice(1).findIndex((a) => !a.startsWith('--'));
+    expect(entrypoint.slice(1, script)).toEqual(['--max-semi-space-size=2']);
+    expect(entrypoint[script]).toMatch(/(^|\/)bin\/coffer\.js$/);
     expect(cmd).toEqual(['serve']);
     // The entrypoint's file is where WORKDIR and `COPY bin ./bin` put the repository's bin/coffer.js,
     // which loads dist/cli/main.js, compiled from src/cli/main.ts.
     const workdir = inRuntime('WORKDIR').pop()!.args;
     const binCopy = inRuntime('COPY').map((i) => copyParts(i.args)).find((c) => c.sources.includes('bin'))!;
-    expect(path.posix.resolve(workdir, entrypoint[1])).toBe(path.posix.join(path.posix.resolve(workdir, binCopy.dest), 'coffer.js'));
+    expect(path.posix.resolve(workdir, entrypoint[script])).toBe(path.posix.join(path.posix.resolve(workdir, binCopy.dest), 'coffer.js'));
     expect(fs.readFileSync(CLI, 'utf8')).toContain("require('../dist/cli/main.js')");
     expect(fs.existsSync(path.join(ROOT, 'src', 'cli', 'main.ts'))).toBe(true);
     // Migrations are read at run time from ../../migrations relative to dist/db.
