@@ -271,6 +271,22 @@ describe('backup archive', () => {
     expect(mc.files).toEqual(mh.files);
   });
 
+  test('--compression-level trades speed for size and is validated', async () => {
+    const env = { DATABASE_URL: app.db.url, DATA_DIR: app.dataDir };
+    const sizes: number[] = [];
+    for (const level of ['0', '9']) {
+      const out = path.join(tmp, `level${level}.zip`);
+      const r = await runCli(['backup', '-o', out, '--compression-level', level], env);
+      expect(r.code).toBe(0);
+      unzipTest(out);
+      sizes.push(fs.statSync(out).size);
+    }
+    expect(sizes[1]).toBeLessThan(sizes[0]);
+    const bad = await runCli(['backup', '-o', path.join(tmp, 'bad.zip'), '--compression-level', '12'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--compression-level must be a whole number from 0 to 9/);
+  });
+
   test('coffer backup refuses to write an archive to a terminal-less "-o -" only when stdout is a TTY, and streams otherwise', async () => {
     const { code, stdout } = await runCli(['backup', '-o', '-'], { DATABASE_URL: app.db.url, DATA_DIR: app.dataDir });
     expect(code).toBe(0);

@@ -29,8 +29,16 @@ export interface BackupRequest {
   actor?: Actor;
   via: 'http' | 'cli';
   encryption?: KeySource;
+  /** Deflate level 0-9 for entries that are not stored (default DEFAULT_COMPRESSION_LEVEL). */
+  compressionLevel?: number;
   onProgress?: (p: BackupProgress) => void;
 }
+
+/**
+ * Level 1: JSON rows deflate about twice as fast as at zlib's default 6 for an archive about 7%
+ * larger, and deflating must keep pace with PostgreSQL producing the rows on a two-core machine.
+ */
+export const DEFAULT_COMPRESSION_LEVEL = 1;
 
 export interface BackupResult {
   bytes: number;
@@ -106,7 +114,7 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
     throw err;
   }
 
-  const zip = createZipWriter();
+  const zip = createZipWriter({ level: req.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL });
   const meter = new Meter();
   const stages: (Readable | Transform)[] = [zip.output, ...(encryptor ? [encryptor] : []), meter];
   let pipelineError: Error | undefined;
@@ -167,7 +175,7 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
     progress.table = `${table.schema}.${table.name}`;
     report();
     const entry = tableEntryName(table.schema, table.name);
-    const meter = new Meter(true);
+    const meter = new Meter({ lines: true });
     const tableStarted = Date.now();
     const rows = copyOutTable(snap.client, table);
     const ticker = setInterval(() => {
@@ -220,8 +228,8 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
         fileErrors.push({ path: item.rel, error: `${e.code ?? 'EIO'}: ${e.code === 'EACCES' ? 'permission denied' : 'cannot open'}` });
         continue;
       }
-      // The size is taken from the open file, so a file that changes size while read is still consistent with its entry.
-      const meter = new Meter();
+      // The size is what was read, so a file that changes size while read is still consistent with its entry.
+      const meter = new Meter({ sha256: false });
       await zip.addStream(item.rel, through(handle.createReadStream(), meter), { store: shouldStore(item.rel) });
       files[folder].files++;
       files[folder].bytes += meter.bytes;

@@ -232,7 +232,7 @@ function matchTables(m: Manifest, tables: TableInfo[], force: boolean): { entry:
 }
 
 async function loadEntry(req: RestoreRequest, client: pg.PoolClient, entry: ManifestTable, table: TableInfo, progress: RestoreProgress): Promise<number> {
-  const meter = new Meter(true);
+  const meter = new Meter({ lines: true });
   const ticker = setInterval(() => {
     progress.rows = meter.lines;
     req.onProgress?.({ ...progress });

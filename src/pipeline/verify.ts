@@ -35,7 +35,7 @@ export interface VerifyReport {
 /** Streams one table entry: every line must be a JSON object; bytes, lines and sha256 must match. */
 async function verifyTable(archive: OpenedArchive, t: ManifestTable): Promise<VerifiedTable> {
   const result: VerifiedTable = { entry: t.entry, table: `${t.schema}.${t.name}`, rows: 0, bytes: 0, ok: false };
-  const meter = new Meter(true);
+  const meter = new Meter({ lines: true });
   let objects = 0;
   try {
     await pipeline(

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
 import { CofferError } from '../../core/errors';
-import { startBackup, type BackupProgress } from '../../pipeline/backup';
+import { DEFAULT_COMPRESSION_LEVEL, startBackup, type BackupProgress } from '../../pipeline/backup';
 import { archiveFileName } from '../../pipeline/names';
 import { createAtomicFile } from '../../storage/atomic-file';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
@@ -10,6 +10,7 @@ import { cliActor, runtime, withDatabase } from '../runtime';
 
 interface BackupOptions extends KeyOptions {
   output?: string;
+  compressionLevel?: string;
   databaseUrl?: string;
 }
 
@@ -30,8 +31,13 @@ export function registerBackup(program: Command): void {
     .description('write a backup archive (zip, or .zip.crypt when a key is given) directly from the database')
     .option('-o, --output <file>', "archive file, or '-' for standard output (default: backup-<UTC time>.zip in the current folder)")
     .option('--database-url <url>', 'database to back up (default: DATABASE_URL or the embedded server)')
+    .option('--compression-level <n>', `deflate level 0-9 for what is not already compressed (default ${DEFAULT_COMPRESSION_LEVEL}: fast)`)
     .action(async (opts: BackupOptions) => {
       const rt = runtime({ quietByDefault: true });
+      const level = opts.compressionLevel === undefined ? undefined : Number(opts.compressionLevel);
+      if (level !== undefined && !(Number.isInteger(level) && level >= 0 && level <= 9)) {
+        throw new CofferError('E_USAGE', '--compression-level must be a whole number from 0 to 9');
+      }
       const toStdout = opts.output === '-';
       if (toStdout && process.stdout.isTTY) {
         throw new CofferError('E_USAGE', 'refusing to write a binary archive to a terminal; redirect standard output or use -o FILE');
@@ -52,6 +58,7 @@ export function registerBackup(program: Command): void {
             via: 'cli',
             actor: cliActor(rt.config),
             encryption,
+            compressionLevel: level,
             onProgress: (p) => progress.update(describeProgress(p, startedAt, eta.expected)),
           });
           eta.expected = backup.previousBytes;
