@@ -1,3 +1,4 @@
+import { deflateRawSync } from 'node:zlib';
 /**
  * Entry naming rules of archive format v1 (DESIGN.md section 3) and the name checks shared by the zip
  * writer and the hardened zip reader, so that the writer can never produce an archive the reader refuses.
@@ -65,6 +66,19 @@ export function shouldStore(fileName: string): boolean {
   const dot = base.lastIndexOf('.');
   if (dot <= 0 || dot === base.length - 1) return false;
   return STORED_EXTENSIONS.has(base.slice(dot + 1).toLowerCase());
+}
+
+/** How much of a file is looked at to decide whether deflating it is worth it. */
+export const COMPRESSIBILITY_SAMPLE_BYTES = 8 * 1024;
+
+/**
+ * True when a sample of the content (its first bytes) does not shrink by a tenth under fast deflate:
+ * already-compressed media, encrypted or random data. Uploads are stored under generated names with no
+ * extension, so the name alone cannot tell; an 8 KiB trial costs about 50 microseconds.
+ */
+export function looksIncompressible(sample: Buffer): boolean {
+  if (sample.length < 512) return false;
+  return deflateRawSync(sample, { level: 1 }).length > sample.length * 0.9;
 }
 
 /** A zip header stores the name length in 16 bits. */

@@ -9,6 +9,8 @@ export {
   EntryNameRegistry,
   checkEntryName,
   shouldStore,
+  looksIncompressible,
+  COMPRESSIBILITY_SAMPLE_BYTES,
   tableEntryName,
   type UploadFolder,
 } from './entries';

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline, type Readable, type Transform } from 'node:stream';
 import type pg from 'pg';
-import { ARCHIVE_TOP_LEVEL, checkEntryName, createZipWriter, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
+import { ARCHIVE_TOP_LEVEL, checkEntryName, COMPRESSIBILITY_SAMPLE_BYTES, createZipWriter, looksIncompressible, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import type { ProgressCounts } from '../core/types';
 import { APP_NAME, APP_VERSION, ARCHIVE_FORMAT, type Manifest, type ManifestFolder, type ManifestSequence, type ManifestTable } from '../core/manifest';
@@ -97,6 +97,51 @@ async function previousBackupBytes(pool: pg.Pool): Promise<number | undefined> {
 function sequenceValue(text: string): string | number {
   const n = Number(text);
   return Number.isSafeInteger(n) ? n : text;
+}
+
+const FILE_READ_CHUNK = 256 * 1024;
+
+type PreparedUpload = { kind: 'dir'; rel: string } | { kind: 'file'; rel: string; handle: fs.promises.FileHandle; store: boolean };
+
+/**
+ * The upload folders' entries in archive order, each file already open and judged (store or
+ * deflate). What cannot be read or named in a zip goes to `fileErrors` and is skipped.
+ */
+async function* preparedUploads(dataDir: string, fileErrors: { path: string; error: string }[]): AsyncGenerator<PreparedUpload> {
+  for (const folder of UPLOAD_FOLDERS) {
+    for await (const item of walkFolder(path.join(dataDir, folder), folder)) {
+      if (item.kind === 'error') {
+        fileErrors.push({ path: item.rel, error: item.error });
+        continue;
+      }
+      // A name a zip cannot carry safely (a backslash, say) is reported, not allowed to fail the backup.
+      const badName = checkEntryName(item.kind === 'dir' ? item.rel + '/' : item.rel, ARCHIVE_TOP_LEVEL);
+      if (badName !== null) {
+        fileErrors.push({ path: item.rel, error: `name cannot be stored in the archive: ${badName}` });
+        continue;
+      }
+      if (item.kind === 'dir') {
+        yield { kind: 'dir', rel: item.rel };
+        continue;
+      }
+      let handle: fs.promises.FileHandle;
+      try {
+        handle = await fs.promises.open(item.abs, 'r');
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        fileErrors.push({ path: item.rel, error: `${e.code ?? 'EIO'}: ${e.code === 'EACCES' ? 'permission denied' : 'cannot open'}` });
+        continue;
+      }
+      const store = shouldStore(item.rel) || looksIncompressible(await readSample(handle));
+      yield { kind: 'file', rel: item.rel, handle, store };
+    }
+  }
+}
+
+async function readSample(handle: fs.promises.FileHandle): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(COMPRESSIBILITY_SAMPLE_BYTES);
+  const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
+  return buf.subarray(0, bytesRead);
 }
 
 /** Starts a backup: returns the archive stream at once; the work is driven by reading it. */
@@ -203,40 +248,36 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
   progress.table = undefined;
   const files: Record<string, ManifestFolder> = {};
   const fileErrors: { path: string; error: string }[] = [];
-  for (const folder of UPLOAD_FOLDERS) {
-    files[folder] = { files: 0, bytes: 0 };
-    for await (const item of walkFolder(path.join(req.dataDir, folder), folder)) {
-      if (item.kind === 'error') {
-        fileErrors.push({ path: item.rel, error: item.error });
-        continue;
-      }
-      // A name a zip cannot carry safely (a backslash, say) is reported, not allowed to fail the backup.
-      const badName = checkEntryName(item.kind === 'dir' ? item.rel + '/' : item.rel, ARCHIVE_TOP_LEVEL);
-      if (badName !== null) {
-        fileErrors.push({ path: item.rel, error: `name cannot be stored in the archive: ${badName}` });
-        continue;
-      }
+  for (const folder of UPLOAD_FOLDERS) files[folder] = { files: 0, bytes: 0 };
+  // One file is opened and sampled ahead while the current one is written: with thousands of small
+  // uploads, the open/read/close round trips would otherwise leave the writer idle between entries.
+  const items = preparedUploads(req.dataDir, fileErrors);
+  let next = items.next();
+  try {
+    for (;;) {
+      const current = await next;
+      if (current.done) break;
+      next = items.next();
+      const item = current.value;
       if (item.kind === 'dir') {
         await zip.addDirectory(item.rel + '/');
         continue;
       }
-      let handle: fs.promises.FileHandle;
-      try {
-        handle = await fs.promises.open(item.abs, 'r');
-      } catch (err) {
-        const e = err as NodeJS.ErrnoException;
-        fileErrors.push({ path: item.rel, error: `${e.code ?? 'EIO'}: ${e.code === 'EACCES' ? 'permission denied' : 'cannot open'}` });
-        continue;
-      }
       // The size is what was read, so a file that changes size while read is still consistent with its entry.
       const meter = new Meter({ sha256: false });
-      await zip.addStream(item.rel, through(handle.createReadStream(), meter), { store: shouldStore(item.rel) });
-      files[folder].files++;
-      files[folder].bytes += meter.bytes;
+      await zip.addStream(item.rel, through(item.handle.createReadStream({ start: 0, highWaterMark: FILE_READ_CHUNK }), meter), { store: item.store });
+      const folder = files[item.rel.split('/')[0]];
+      folder.files++;
+      folder.bytes += meter.bytes;
       progress.files++;
       progress.fileBytes += meter.bytes;
       report();
     }
+  } catch (err) {
+    // The file opened ahead is not going to be written.
+    const pending = await next.catch(() => undefined);
+    if (pending && !pending.done && pending.value.kind === 'file') await pending.value.handle.close().catch(() => undefined);
+    throw err;
   }
 
   progress.phase = 'finishing';
