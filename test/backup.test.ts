@@ -350,6 +350,22 @@ describe('backup edge cases', () => {
     }
   });
 
+  test('uploads without an extension are stored when they do not compress and deflated when they do', async () => {
+    const app = await startTestApp();
+    try {
+      const sys = await makeUser(app, 'backup', 'system');
+      const dir = path.join(app.dataDir, 'uploadedimages', 'ab');
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, 'random-blob'), randomBytes(40_000));
+      fs.writeFileSync(path.join(dir, 'text-blob'), 'the same line again\n'.repeat(2000));
+      const entries = await readZip(await saveBody(await backupRequest(app, sys, { key: TEST_BACKUP_KEY }), 'noext.zip'));
+      expect(entries.find((e) => e.name === 'uploadedimages/ab/random-blob')!.compressionMethod).toBe(0);
+      expect(entries.find((e) => e.name === 'uploadedimages/ab/text-blob')!.compressionMethod).toBe(8);
+    } finally {
+      await app.close();
+    }
+  });
+
   test('an unreadable upload is recorded in file_errors and the backup goes on', async () => {
     const app = await startTestApp();
     try {
