@@ -86,6 +86,29 @@ describe('loading JSONL rows', () => {
     for (let cut = 1; cut < line.length; cut++) expect(await convert([line.subarray(0, cut), line.subarray(cut)])).toBe(whole);
   });
 
+  test('a \\u-escaped backslash stays one character and cannot join two fields', async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('CREATE TEMP TABLE esc (id int, txt text, other text)');
+      const tableInfo: TableInfo = {
+        schema: 'pg_temp',
+        name: 'esc',
+        primaryKey: [],
+        hasAlwaysIdentity: false,
+        columns: ['id', 'txt', 'other'].map((name) => ({ name, type: 'text', notNull: false, kind: 'scalar' as const })),
+      };
+      const line = '{"id":1,"txt":"x\\u005c","other":"y"}\n{"id":2,"txt":"x\\u005cn\\u005c\\u005c","other":"z"}\n';
+      expect(await loadTableDirect(client, tableInfo, 'db/esc.jsonl', Readable.from([Buffer.from(line)]))).toBe(2);
+      const r = await client.query('SELECT txt, other FROM esc ORDER BY id');
+      expect(r.rows).toEqual([
+        { txt: 'x\\', other: 'y' },
+        { txt: 'x\\n\\\\', other: 'z' },
+      ]);
+    } finally {
+      client.release();
+    }
+  });
+
   test.each([
     ['{"id":1,"txt":"unterminated}\n', /line 1 is not a valid row: unterminated string/],
     ['[1,2]\n', /line 1 is not a valid row: not a JSON object/],
@@ -93,6 +116,9 @@ describe('loading JSONL rows', () => {
     ['{"id":1}{"id":2}\n', /data after the object/],
     ['{"id":1,"txt":tru}\n', /invalid value "tru"/],
     ['{"id":1}\n{"id":2', /line 2 does not end with a newline/],
+    ['{"id":1,"txt":"\\ud800"}\n', /unpaired surrogate/],
+    ['{"id":1,"txt":"\\udc00x"}\n', /unpaired surrogate/],
+    ['{"id":1,"txt":"\\u12"}\n', /invalid \\u escape/],
   ])('malformed input %j is refused with its line', async (input, message) => {
     const t = new JsonlToCopy([{ name: 'id', kind: 'scalar' }, { name: 'txt', kind: 'scalar' }], 'db/x.jsonl');
     t.resume();

@@ -90,7 +90,8 @@ export class JsonlToCopy extends Transform {
   private readonly starts: Int32Array;
   private readonly ends: Int32Array;
   private readonly out = new Out();
-  private rest: Buffer | null = null;
+  /** Pieces of a line that has not ended yet (joined once, when its newline arrives). */
+  private rest: Buffer[] = [];
   private lineNo = 0;
 
   constructor(
@@ -108,15 +109,16 @@ export class JsonlToCopy extends Transform {
     try {
       const data = chunk;
       let pos = 0;
-      if (this.rest) {
+      if (this.rest.length > 0) {
         // Only the line that straddles the chunks is joined; the rest is read in place.
         const nl = data.indexOf(NEWLINE);
         if (nl === -1) {
-          this.rest = Buffer.concat([this.rest, data]);
+          this.rest.push(Buffer.from(data));
           return cb();
         }
-        const line = Buffer.concat([this.rest, data.subarray(0, nl)]);
-        this.rest = null;
+        this.rest.push(data.subarray(0, nl));
+        const line = Buffer.concat(this.rest);
+        this.rest = [];
         this.row(line, 0, line.length);
         pos = nl + 1;
       }
@@ -124,7 +126,7 @@ export class JsonlToCopy extends Transform {
         this.row(data, pos, nl);
         pos = nl + 1;
       }
-      if (pos < data.length) this.rest = Buffer.from(data.subarray(pos));
+      if (pos < data.length) this.rest.push(Buffer.from(data.subarray(pos)));
       if (this.out.len > 0) this.push(this.out.take());
       cb();
     } catch (err) {
@@ -133,7 +135,7 @@ export class JsonlToCopy extends Transform {
   }
 
   _flush(cb: TransformCallback): void {
-    if (this.rest && this.rest.length > 0) {
+    if (this.rest.length > 0) {
       return cb(new CofferError('E_ARCHIVE_BAD_ROW', `${this.entry}: line ${this.lineNo + 1} does not end with a newline (truncated entry)`));
     }
     cb();
@@ -332,6 +334,19 @@ function copyEscapedVerbatim(out: Out, buf: Buffer, s: number, e: number): void 
   out.slice(buf, from, e);
 }
 
+/** The value of exactly four hex digits at p (all before e), or an error. */
+function hex4(buf: Buffer, p: number, e: number): number {
+  if (p + 4 > e) throw new RowError('invalid \\u escape');
+  let v = 0;
+  for (let k = p; k < p + 4; k++) {
+    const c = buf[k];
+    const d = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : c >= 0x41 && c <= 0x46 ? c - 0x37 : -1;
+    if (d < 0) throw new RowError('invalid \\u escape');
+    v = v * 16 + d;
+  }
+  return v;
+}
+
 /**
  * The next backslash in [from, e), or e. Bounded: an unbounded indexOf would scan the rest of the
  * chunk for every string that has none. Short ranges are looped, long ones searched natively.
@@ -366,19 +381,20 @@ function stringToCopy(out: Out, buf: Buffer, s: number, e: number): void {
       out.byte(SIMPLE_ESCAPES[c]);
       from = i + 2;
     } else if (c === 0x75 /* u */) {
-      let cp = parseInt(buf.toString('latin1', i + 2, i + 6), 16);
+      let cp = hex4(buf, i + 2, e);
       let next = i + 6;
-      if (Number.isNaN(cp)) throw new RowError('invalid \\u escape');
-      if (cp >= 0xd800 && cp <= 0xdbff && buf[next] === BACKSLASH && buf[next + 1] === 0x75) {
-        const lo = parseInt(buf.toString('latin1', next + 2, next + 6), 16);
-        if (lo >= 0xdc00 && lo <= 0xdfff) {
-          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-          next += 6;
-        }
+      if (cp >= 0xdc00 && cp <= 0xdfff) throw new RowError('unpaired surrogate in \\u escape');
+      if (cp >= 0xd800 && cp <= 0xdbff) {
+        // A high surrogate must be followed by a low one, as PostgreSQL's JSON parser requires.
+        const lo = buf[next] === BACKSLASH && buf[next + 1] === 0x75 ? hex4(buf, next + 2, e) : -1;
+        if (lo < 0xdc00 || lo > 0xdfff) throw new RowError('unpaired surrogate in \\u escape');
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        next += 6;
       }
       if (cp === 0) throw new RowError('\\u0000 cannot be stored in PostgreSQL text');
-      if (cp < 0x20 || cp === 0x7f) {
-        // Control characters as COPY hex escapes.
+      if (cp < 0x20 || cp === 0x7f || cp === BACKSLASH) {
+        // Control characters and the backslash as COPY hex escapes: written raw, a backslash would
+        // escape whatever follows it in the COPY text.
         out.byte(BACKSLASH);
         out.byte(0x78);
         out.bytes(Buffer.from(cp.toString(16).padStart(2, '0'), 'latin1'));
