@@ -312,10 +312,21 @@ describe('restore that is killed or interrupted', () => {
       fs.mkdirSync(path.join(dir, 'uploadedfiles'), { recursive: true });
       fs.writeFileSync(path.join(dir, 'uploadedfiles', 'f.txt'), 'old');
 
+      // Without a database to ask, a pending database restore is left alone (never guessed).
+      writeJournal(dir, { id: 'r0', staging: stage('r0', 'new-r0'), phase: 'prepared', database: true });
+      await expect(repairInterruptedRestore(dir, silentLogger(), undefined)).rejects.toMatchObject({ code: 'E_RESTORE_FAILED', message: expect.stringMatching(/interrupted restore \(r0\)/) });
+      expect(fs.existsSync(path.join(dir, '.coffer-restore-r0', 'new', 'uploadedfiles', 'f.txt'))).toBe(true);
+      // A spool left by a dead process goes; one of a live process (this one) stays.
+      fs.writeFileSync(path.join(dir, '.coffer-spool-999999999-abc'), 'stale archive');
+      fs.writeFileSync(path.join(dir, `.coffer-spool-${process.pid}-abc`), 'in use');
+
       // Not committed: no restore row for this id. The staged files go, the live ones stay.
       writeJournal(dir, { id: 'r1', staging: stage('r1', 'new-r1'), phase: 'prepared', database: true });
       expect(await repairInterruptedRestore(dir, silentLogger(), restoreCommitted(db.pool))).toBe('rolled-back');
       expect(fs.readFileSync(path.join(dir, 'uploadedfiles', 'f.txt'), 'utf8')).toBe('old');
+      expect(fs.existsSync(path.join(dir, '.coffer-spool-999999999-abc'))).toBe(false);
+      expect(fs.existsSync(path.join(dir, `.coffer-spool-${process.pid}-abc`))).toBe(true);
+      fs.rmSync(path.join(dir, `.coffer-spool-${process.pid}-abc`));
 
       // Committed: the restore row exists. The swap is completed.
       await db.pool.query(`INSERT INTO backup_log (event, details) VALUES ('restore', '{"restore_id": "r2"}')`);

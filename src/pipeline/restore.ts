@@ -54,10 +54,14 @@ export interface RestoreSummary {
 /** Whether restore `id` committed its database part: its backup_log row exists only if it did. */
 export function restoreCommitted(pool: pg.Pool): (id: string) => Promise<boolean> {
   return async (id) => {
-    const res = await pool.query(`SELECT 1 FROM backup_log WHERE event = 'restore' AND details->>'restore_id' = $1`, [id]).catch(() => ({ rowCount: 0 }));
+    // A failing query is not an answer: it throws, and the staged files stay for the next run.
+    const res = await pool.query(`SELECT 1 FROM backup_log WHERE event = 'restore' AND details->>'restore_id' = $1`, [id]);
     return (res.rowCount ?? 0) > 0;
   };
 }
+
+/** COMMIT was sent but its outcome is unknown (the connection failed): the journal decides later. */
+class CommitOutcomeUnknown extends CofferError {}
 
 /**
  * Restores an opened archive, all or nothing (DESIGN §6): files are staged first, the database is
@@ -78,8 +82,7 @@ export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummar
   // swapped in, never discarded: a failure from there on is finished by the next run's repair.
   let pastNoReturn = false;
   try {
-    if (req.pool) await repairInterruptedRestore(req.dataDir, req.log, restoreCommitted(req.pool));
-    else await repairInterruptedRestore(req.dataDir, req.log, async () => false);
+    await repairInterruptedRestore(req.dataDir, req.log, req.pool ? restoreCommitted(req.pool) : undefined);
 
     if (!req.skipFiles) {
       staged = await stageFiles(req.archive.zip, req.dataDir, (files, bytes) => {
@@ -115,6 +118,7 @@ export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummar
       unknownMigrations: unknown,
     };
   } catch (err) {
+    if (err instanceof CommitOutcomeUnknown) throw err;
     if (!pastNoReturn) {
       // Before COMMIT nothing live changed; staged files are simply dropped.
       if (staged) abandonStaged(req.dataDir, staged.staging);
@@ -201,7 +205,15 @@ async function restoreDatabase(
       forced_unknown_migrations: unknownMigrations.length ? unknownMigrations : undefined,
     });
     if (staged) writeJournal(req.dataDir, { id, staging: staged.staging, phase: 'prepared', database: true });
-    await client.query('COMMIT');
+    try {
+      await client.query('COMMIT');
+    } catch (err) {
+      throw new CommitOutcomeUnknown(
+        'E_RESTORE_FAILED',
+        `the connection failed during COMMIT, so whether the database was restored is unknown: ${errorMessage(err)}; the staged upload folders are kept, and the next coffer restore or service start finishes or undoes the restore`,
+        { cause: err },
+      );
+    }
     committed = true;
     return rows;
   } catch (err) {

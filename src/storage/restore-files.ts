@@ -145,11 +145,24 @@ export function abandonStaged(dataDir: string, staging: string): void {
  * `committed(id)` says whether the database part of restore `id` committed (a restore row exists).
  * Leftover staging folders without a journal (a restore killed while extracting) are removed.
  */
-export async function repairInterruptedRestore(dataDir: string, log: Logger, committed: (id: string) => Promise<boolean>): Promise<'none' | 'completed' | 'rolled-back'> {
+export async function repairInterruptedRestore(
+  dataDir: string,
+  log: Logger,
+  committed: ((id: string) => Promise<boolean>) | undefined,
+): Promise<'none' | 'completed' | 'rolled-back'> {
   let outcome: 'none' | 'completed' | 'rolled-back' = 'none';
   const journal = readJournal(dataDir);
   if (journal) {
-    const done = journal.phase === 'committed' || !journal.database || (await committed(journal.id));
+    const needsDatabase = journal.phase !== 'committed' && journal.database;
+    if (needsDatabase && !committed) {
+      // Only the database knows whether that restore committed; guessing could throw away the files
+      // of a committed restore.
+      throw new CofferError(
+        'E_RESTORE_FAILED',
+        `an interrupted restore (${journal.id}) has staged upload folders waiting; run coffer restore or coffer serve with its database reachable to finish or undo it first`,
+      );
+    }
+    const done = !needsDatabase || (await committed!(journal.id));
     if (done) {
       completeSwap(dataDir, journal);
       log.warn({ restore: journal.id }, 'finished swapping in the upload folders of an interrupted restore (its database part had committed)');
@@ -166,6 +179,11 @@ export async function repairInterruptedRestore(dataDir: string, log: Logger, com
   } catch {
     // no DATA_DIR yet: nothing to repair
   }
+  // A stdin spool left by a killed restore may be a whole (unencrypted) archive: never keep it.
+  for (const name of abandonedSpools(dataDir)) {
+    fs.rmSync(path.join(dataDir, name), { force: true });
+    log.info({ file: name }, 'removed an archive spool left by an interrupted restore');
+  }
   for (const name of leftovers) {
     fs.rmSync(path.join(dataDir, name), { recursive: true, force: true });
     log.info({ folder: name }, 'removed a staging folder left by an interrupted restore');
@@ -174,6 +192,26 @@ export async function repairInterruptedRestore(dataDir: string, log: Logger, com
 }
 
 const LOCK_FILE = '.coffer-restore.lock';
+export const SPOOL_PREFIX = '.coffer-spool-';
+
+/** A spool's name carries its writer's pid: `.coffer-spool-<pid>-<random>`. */
+export function spoolName(): string {
+  return `${SPOOL_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`;
+}
+
+/** Spools whose writer is gone (a running restore or verify keeps its own). */
+function abandonedSpools(dataDir: string): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dataDir).filter((n) => n.startsWith(SPOOL_PREFIX));
+  } catch {
+    return [];
+  }
+  return names.filter((n) => {
+    const pid = Number(n.slice(SPOOL_PREFIX.length).split('-')[0]);
+    return !(Number.isInteger(pid) && pid > 0 && pidAlive(pid));
+  });
+}
 
 function pidAlive(pid: number): boolean {
   try {

@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline/promises';
-import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { CofferError } from '../../core/errors';
@@ -9,6 +8,7 @@ import { openDatabase } from '../../db/connect';
 import { describeUrl } from '../../db/pool';
 import { openArchive } from '../../pipeline/open-archive';
 import { restoreArchive, type RestoreProgress } from '../../pipeline/restore';
+import { spoolName } from '../../storage/restore-files';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
 import { cliActor, print, runtime, type Runtime } from '../runtime';
@@ -24,7 +24,7 @@ interface RestoreOptions extends KeyOptions {
 /** stdin is spooled (still encrypted, if it was) to a private file: the zip reader needs to seek. */
 export async function spoolStdin(dataDir: string): Promise<string> {
   fs.mkdirSync(dataDir, { recursive: true });
-  const file = path.join(dataDir, `.coffer-spool-${randomBytes(6).toString('hex')}`);
+  const file = path.join(dataDir, spoolName());
   try {
     await pipeline(process.stdin, fs.createWriteStream(file, { mode: 0o600, flags: 'wx' }));
   } catch (err) {
