@@ -115,6 +115,13 @@ describe('backup endpoint permissions', () => {
     expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(0);
   });
 
+  test('parallel wrong keys cannot slip past the limit together', async () => {
+    const racer = await makeUser(app, 'backup3', 'system');
+    const statuses = await Promise.all(Array.from({ length: 12 }, (_, i) => backupRequest(app, racer, { key: `parallel-wrong-key-${i}-xxxxx` }).then((r) => r.status)));
+    expect(statuses.filter((s) => s === 400)).toHaveLength(5);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(7);
+  });
+
   test('a cookie-authenticated request must be JSON (a cross-site form cannot trigger a backup)', async () => {
     const res = await fetch(`${app.url}/api/v1/utils/backup/`, {
       method: 'POST',

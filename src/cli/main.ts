@@ -28,10 +28,11 @@ export function buildProgram(): Command {
 export async function main(argv: string[]): Promise<void> {
   // A fixed title: argv may hold file names an operator typed, never secrets, but keep ps output short.
   process.title = ['coffer', argv[2]].filter(Boolean).join(' ');
-  // `coffer verify x | head` closes the pipe early: that is the reader's choice, not an error.
+  // `coffer verify x | head` closes the pipe early: the reader's choice, so text output just stops.
+  // A command streaming data to stdout (`backup -o -`) sees the failure in its own pipeline and exits
+  // non-zero, so a cut archive is never reported as a success.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw err;
+    if (err.code !== 'EPIPE') throw err;
   });
   const program = buildProgram();
   try {

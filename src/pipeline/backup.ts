@@ -132,8 +132,17 @@ async function* preparedUploads(dataDir: string, fileErrors: { path: string; err
         fileErrors.push({ path: item.rel, error: `${e.code ?? 'EIO'}: ${e.code === 'EACCES' ? 'permission denied' : 'cannot open'}` });
         continue;
       }
-      const store = shouldStore(item.rel) || looksIncompressible(await readSample(handle));
-      yield { kind: 'file', rel: item.rel, handle, store };
+      let sample: Buffer;
+      try {
+        sample = await readSample(handle);
+      } catch (err) {
+        // Opens but cannot be read (EIO, or swapped for a directory meanwhile): reported, skipped.
+        await handle.close().catch(() => undefined);
+        const e = err as NodeJS.ErrnoException;
+        fileErrors.push({ path: item.rel, error: `${e.code ?? 'EIO'}: cannot read` });
+        continue;
+      }
+      yield { kind: 'file', rel: item.rel, handle, store: shouldStore(item.rel) || looksIncompressible(sample) };
     }
   }
 }

@@ -64,14 +64,16 @@ export function registerBackup(program: Command): void {
           eta.expected = backup.previousBytes;
           const file = toStdout ? undefined : createAtomicFile(target);
           try {
-            await Promise.all([pipeline(backup.output, file ? file.stream : process.stdout), backup.result]);
-            await file?.commit();
+            await pipeline(backup.output, file ? file.stream : process.stdout);
           } catch (err) {
             progress.done();
             backup.output.destroy();
             await file?.abort();
+            await backup.result.catch(() => undefined);
             throw err;
           }
+          // Every byte is written; a failure now (the audit row, say) is reported but the archive stays.
+          await file?.commit();
           const result = await backup.result;
           const m = result.manifest;
           const rows = m.tables.reduce((n, t) => n + t.rows, 0);

@@ -2,7 +2,7 @@ import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import { CofferError } from '../../core/errors';
 import { verifyPassword } from '../../accounts/passwords';
-import { clearFailures, LOGIN_FAILURES, recordFailure, retryAfter } from '../../accounts/rate-limit';
+import { clearFailures, countAttempt, LOGIN_FAILURES } from '../../accounts/rate-limit';
 import { createSession, deleteSession } from '../../accounts/sessions';
 import { findUserWithHash, type User } from '../../accounts/users';
 import { parseInput } from '../../domain/projects';
@@ -33,15 +33,12 @@ export function authRoutes(ctx: AppContext): Router {
   r.post('/login', async (req: Request, res: Response) => {
     const input = parseInput(loginInput, req.body);
     const subject = `${req.ip}|${input.username.toLowerCase()}`;
-    const wait = await retryAfter(ctx.pool, LOGIN_FAILURES, subject);
+    const wait = await countAttempt(ctx.pool, LOGIN_FAILURES, subject);
     if (wait > 0) throw new CofferError('E_RATE_LIMITED', `too many failed logins; try again in ${wait} s`, { details: { retryAfter: wait } });
     const found = await findUserWithHash(ctx.pool, input.username);
     // Unknown users are checked against a dummy hash so both answers take the same time.
     const ok = await verifyPassword(found?.passwordHash, input.password);
-    if (!found || !ok || !found.user.isActive) {
-      await recordFailure(ctx.pool, LOGIN_FAILURES, subject);
-      throw new CofferError('E_BAD_CREDENTIALS', 'wrong username or password');
-    }
+    if (!found || !ok || !found.user.isActive) throw new CofferError('E_BAD_CREDENTIALS', 'wrong username or password');
     await clearFailures(ctx.pool, LOGIN_FAILURES, subject);
     const { sessionId, expiresAt } = await createSession(ctx.pool, found.user.id, ctx.config.sessionTtlMs);
     await ctx.pool.query(`UPDATE users SET last_login_at = now() WHERE id = $1`, [found.user.id]);

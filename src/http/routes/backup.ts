@@ -2,7 +2,7 @@ import { Router, type Request, type Response } from 'express';
 import { pipeline } from 'node:stream';
 import { z } from 'zod';
 import { safeEqual } from '../../accounts/secrets';
-import { BACKUP_KEY_FAILURES, clearFailures, recordFailure, retryAfter } from '../../accounts/rate-limit';
+import { BACKUP_KEY_FAILURES, clearFailures, countAttempt } from '../../accounts/rate-limit';
 import { CofferError, errorMessage, isCofferError } from '../../core/errors';
 import { parseAesKey, type KeySource } from '../../crypto';
 import { validatePassphrase } from '../../crypto/passphrase-policy';
@@ -61,12 +61,9 @@ export function backupRoutes(ctx: AppContext): Router {
     if (!req.is('application/json')) await deny(new CofferError('E_UNSUPPORTED_MEDIA_TYPE', 'send the request body as JSON with Content-Type: application/json'));
     const input = parseBody(req.body);
 
-    const wait = await retryAfter(ctx.pool, BACKUP_KEY_FAILURES, user.id);
+    const wait = await countAttempt(ctx.pool, BACKUP_KEY_FAILURES, user.id);
     if (wait > 0) await deny(new CofferError('E_RATE_LIMITED', `too many wrong backup keys; try again in ${wait} s`, { details: { retryAfter: wait } }));
-    if (!safeEqual(input.key, ctx.config.backupKey!.reveal())) {
-      await recordFailure(ctx.pool, BACKUP_KEY_FAILURES, user.id);
-      await deny(new CofferError('E_BACKUP_KEY_WRONG', 'wrong backup key'));
-    }
+    if (!safeEqual(input.key, ctx.config.backupKey!.reveal())) await deny(new CofferError('E_BACKUP_KEY_WRONG', 'wrong backup key'));
     await clearFailures(ctx.pool, BACKUP_KEY_FAILURES, user.id);
 
     let encryption: KeySource | undefined;
