@@ -124,6 +124,25 @@ describe('restore round trip', () => {
     }
   });
 
+  test('the schema itself survives: its grants stay, stray objects in it go', async () => {
+    const target = await createTestDatabase({ migrated: true });
+    try {
+      await target.pool.query(`DO $$ BEGIN CREATE ROLE coffer_test_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+      await target.pool.query(`GRANT USAGE ON SCHEMA public TO coffer_test_reader`);
+      await target.pool.query(`CREATE FUNCTION public.stray() RETURNS int LANGUAGE sql AS 'SELECT 1'`);
+      await target.pool.query(`CREATE VIEW public.stray_view AS SELECT * FROM projects`);
+      await restoreFile(archive, target.pool, newDataDir('target-grants'), { skipFiles: true });
+      const r = await target.pool.query(
+        `SELECT has_schema_privilege('coffer_test_reader', 'public', 'USAGE') AS usage,
+                to_regproc('public.stray') AS fn, to_regclass('public.stray_view') AS view`,
+      );
+      expect(r.rows[0]).toEqual({ usage: true, fn: null, view: null });
+      expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
+    } finally {
+      await target.drop();
+    }
+  });
+
   test('--skip-files restores only the database, --skip-database only the files', async () => {
     const target = await createTestDatabase({ migrated: true });
     const dir = newDataDir('target-skip');

@@ -12,10 +12,45 @@ import type { TableInfo } from './introspect';
  * that is inside the restore's transaction: nothing is visible to others until COMMIT.
  */
 
-/** Drops everything in the schema (tables, types, sequences, functions) and recreates it empty. */
+const NOT_FROM_EXTENSION = (catalog: string, oid: string) =>
+  `NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '${catalog}'::regclass AND d.objid = ${oid} AND d.deptype = 'e')`;
+
+/**
+ * Drops everything the application put in the schema (tables, views, sequences, types, functions)
+ * but keeps the schema itself, so its owner and grants, and objects of extensions installed there,
+ * survive a restore.
+ */
 export async function flushSchema(client: pg.ClientBase, schema: string): Promise<void> {
-  await client.query(`DROP SCHEMA IF EXISTS ${ident(schema)} CASCADE`);
-  await client.query(`CREATE SCHEMA ${ident(schema)}`);
+  await client.query(`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`);
+  const rels = await client.query<{ kind: string; name: string }>(
+    `SELECT c.relkind AS kind, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') AND NOT c.relispartition AND ${NOT_FROM_EXTENSION('pg_class', 'c.oid')}`,
+    [schema],
+  );
+  const dropKinds: [string[], string][] = [
+    [['r', 'p', 'f'], 'TABLE'],
+    [['v'], 'VIEW'],
+    [['m'], 'MATERIALIZED VIEW'],
+    [['S'], 'SEQUENCE'],
+  ];
+  for (const [kinds, what] of dropKinds) {
+    const names = rels.rows.filter((r) => kinds.includes(r.kind)).map((r) => qualified(schema, r.name));
+    if (names.length) await client.query(`DROP ${what} IF EXISTS ${names.join(', ')} CASCADE`);
+  }
+  const routines = await client.query<{ sig: string }>(
+    `SELECT p.oid::regprocedure::text AS sig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname = $1 AND ${NOT_FROM_EXTENSION('pg_proc', 'p.oid')}`,
+    [schema],
+  );
+  for (const r of routines.rows) await client.query(`DROP ROUTINE IF EXISTS ${r.sig} CASCADE`);
+  const types = await client.query<{ name: string; domain: boolean }>(
+    `SELECT t.typname AS name, t.typtype = 'd' AS domain FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+      WHERE n.nspname = $1 AND t.typtype IN ('e', 'd', 'r', 'c') AND t.typcategory <> 'A'
+        AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+        AND ${NOT_FROM_EXTENSION('pg_type', 't.oid')}`,
+    [schema],
+  );
+  for (const t of types.rows) await client.query(`DROP ${t.domain ? 'DOMAIN' : 'TYPE'} IF EXISTS ${qualified(schema, t.name)} CASCADE`);
 }
 
 /** Empties the tables and resets their identities (rows seeded by migrations go too). */

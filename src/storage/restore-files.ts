@@ -91,11 +91,13 @@ export async function stageFiles(zip: ZipArchive, dataDir: string, onFile?: (fil
         continue;
       }
       fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o750 });
-      await pipeline(await zip.openEntry(e.name), fs.createWriteStream(target, { flags: 'wx', mode: 0o640 }));
+      // flush: fsync before close, so a power cut after COMMIT cannot leave empty files to swap in.
+      await pipeline(await zip.openEntry(e.name), fs.createWriteStream(target, { flags: 'wx', mode: 0o640, flush: true }));
       files++;
       bytes += e.uncompressedSize;
       onFile?.(files, bytes);
     }
+    syncTree(root);
   } catch (err) {
     fs.rmSync(staging, { recursive: true, force: true });
     throw err;
@@ -103,8 +105,19 @@ export async function stageFiles(zip: ZipArchive, dataDir: string, onFile?: (fil
   return { id, staging, files, bytes };
 }
 
-export function discardStaged(staged: { staging: string }): void {
-  fs.rmSync(staged.staging, { recursive: true, force: true });
+function syncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** fsyncs every directory below root (their entries: the files themselves were flushed on close). */
+function syncTree(root: string): void {
+  for (const e of fs.readdirSync(root, { withFileTypes: true })) if (e.isDirectory()) syncTree(path.join(root, e.name));
+  syncDir(root);
 }
 
 /**
@@ -125,6 +138,8 @@ export function swapStaged(dataDir: string, staging: string): void {
     }
     fs.renameSync(incoming, live);
   }
+  // The renames are durable only once DATA_DIR's own entry list is on disk.
+  syncDir(dataDir);
 }
 
 /** Swap, then forget: the journal goes first (so no later run redoes anything), then the old folders. */

@@ -37,6 +37,8 @@ export async function createTestDatabase(opts: { migrated?: boolean } = {}): Pro
   await admin((c) => c.query(`CREATE DATABASE ${name}`));
   const url = urlForDatabase(name);
   const pool = new pg.Pool({ connectionString: url, max: 5 });
+  // DROP DATABASE … WITH (FORCE) ends connections other test code may still hold idle.
+  pool.on('error', () => undefined);
   if (opts.migrated) await migrate(pool);
   return {
     name,
