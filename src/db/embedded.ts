@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { CofferError, errorMessage } from '../core/errors';
 import type { Logger } from '../log';
 
@@ -227,7 +228,18 @@ export async function startEmbedded(dataDir: string, log: Logger, opts: { port?:
         dataDir: pgDir,
         port,
         owned: true,
-        stop: () => stopChild(child),
+        stop: async () => {
+          // Another coffer process (a `serve` that attached while this command ran, or a command
+          // using this serve's server) may still be connected: then the server is left running for
+          // it, and the next coffer command reuses it.
+          if ((await otherClients(urlFor(port, readPassword(dataDir)))) > 0) {
+            log.info({ port }, 'embedded PostgreSQL left running: another coffer process is using it');
+            child.stderr?.destroy();
+            child.unref();
+            return;
+          }
+          await stopChild(child);
+        },
       };
     } catch (err) {
       // Another command may have started the server between our check and our start: use that one.
@@ -280,6 +292,21 @@ function launch(pgDir: string, port: number, ids: { uid: number; gid: number } |
       }
     });
   });
+}
+
+async function otherClients(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  try {
+    await client.connect();
+    const res = await client.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+    );
+    return res.rows[0].n;
+  } catch {
+    return 0;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 function stopChild(child: ChildProcess): Promise<void> {
