@@ -129,6 +129,10 @@ describe('encrypted backups over HTTP', () => {
         expect(filesBelow(tmpDir)).toEqual([]);
         expect(filesBelow(dataDir).filter((f) => !/\/uploaded(files|images|assets)\//.test(f))).toEqual([]);
         expect((await target.pool.query(`SELECT name FROM projects`)).rows[0].name).toBe(MARKER);
+        // The restore row names the archive by the sha256 the backup_finished row gave it.
+        const sent = await app.db.pool.query(`SELECT details->>'sha256' AS s FROM backup_log WHERE event = 'backup_finished' ORDER BY id DESC LIMIT 1`);
+        const restored = await target.pool.query(`SELECT details->>'archive_sha256' AS s FROM backup_log WHERE event = 'restore'`);
+        expect(restored.rows[0].s).toBe(sent.rows[0].s);
       } finally {
         await target.drop();
       }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline/promises';
@@ -45,6 +46,12 @@ export async function withArchiveFile<T>(rt: Runtime, file: string | undefined, 
     }
   }
   return fn(file, path.basename(file));
+}
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 async function confirm(question: string): Promise<boolean> {
@@ -100,7 +107,8 @@ export function registerRestore(program: Command): void {
               skipFiles: opts.skipFiles,
               skipDatabase: opts.skipDatabase,
               force: opts.force,
-              source: { archive: label, archive_bytes: fs.statSync(archivePath).size },
+              // The sha256 of the archive as a file: it matches the backup_finished row of the backup it came from.
+              source: { archive: label, archive_bytes: fs.statSync(archivePath).size, archive_sha256: await sha256File(archivePath) },
               onProgress: (p) => progress.update(describeProgress(p, startedAt)),
             });
             progress.done();
