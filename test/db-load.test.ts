@@ -38,7 +38,7 @@ describe('loading JSONL rows', () => {
        'infinity', '0001-01-01 BC', '1 year 2 mons 3 days 04:05:06.789', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'sad',
        '[1,10)', '{ok,sad}', 'ab', 'x', '(1.5,2)', '::1'),
       (2, '', 0, 1.7976931348623157e308, 1e-38, -1, false, '', '[]', '[]', NULL, '{}', '{}', '{}', '{}', '2026-11-27 10:00:00+05:30', '2026-02-28', '-1 day', NULL, 'ok', 'empty', '{}', NULL, '', NULL, NULL),
-      (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '"just a string"', '123.456e10', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)`);
+      (3, NULL, NULL, '-0', NULL, NULL, NULL, NULL, NULL, '"just a string"', '123.456e10', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)`);
   });
   afterAll(async () => db.drop());
 
