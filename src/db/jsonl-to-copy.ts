@@ -360,25 +360,23 @@ function nextBackslash(buf: Buffer, from: number, e: number): number {
   return i === -1 ? e : from + i;
 }
 
-const SIMPLE_ESCAPES: Record<number, number> = { 0x6e: 0x6e, 0x72: 0x72, 0x74: 0x74, 0x62: 0x62, 0x66: 0x66 };
+/** Escape letters that mean the same after a backslash in JSON and in COPY text: \\ b f n r t. */
+const SAME_IN_COPY = new Uint8Array(256);
+for (const c of [BACKSLASH, 0x62, 0x66, 0x6e, 0x72, 0x74]) SAME_IN_COPY[c] = 1;
 
 /** The content of a JSON string (between the quotes) as a COPY text field. */
 function stringToCopy(out: Out, buf: Buffer, s: number, e: number): void {
   let from = s;
-  for (let i = nextBackslash(buf, s, e); i < e; i = nextBackslash(buf, from, e)) {
-    out.slice(buf, from, i);
+  for (let i = nextBackslash(buf, s, e); i < e; ) {
     const c = buf[i + 1];
+    if (SAME_IN_COPY[c] === 1) {
+      // \\ \n \r \t \b \f are the same two bytes in COPY text: they stay in the run being copied.
+      i = nextBackslash(buf, i + 2, e);
+      continue;
+    }
+    out.slice(buf, from, i);
     if (c === QUOTE || c === 0x2f /* / */) {
       out.byte(c);
-      from = i + 2;
-    } else if (c === BACKSLASH) {
-      out.byte(BACKSLASH);
-      out.byte(BACKSLASH);
-      from = i + 2;
-    } else if (SIMPLE_ESCAPES[c] !== undefined) {
-      // \n \r \t \b \f mean the same in COPY text.
-      out.byte(BACKSLASH);
-      out.byte(SIMPLE_ESCAPES[c]);
       from = i + 2;
     } else if (c === 0x75 /* u */) {
       let cp = hex4(buf, i + 2, e);
@@ -405,6 +403,7 @@ function stringToCopy(out: Out, buf: Buffer, s: number, e: number): void {
     } else {
       throw new RowError('invalid escape in string');
     }
+    i = nextBackslash(buf, from, e);
   }
   out.slice(buf, from, e);
 }
