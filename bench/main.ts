@@ -1,0 +1,481 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { generateDatabase, databaseSize } from './dataset';
+import { compareFingerprints, fingerprint, totalRows, type Fingerprint } from './fidelity';
+import { assertScale, compareFiles, ensureFiles, type FileSet } from './files';
+import { describeCommand, fileSize, measure } from './measure';
+import {
+  checkpoint,
+  createDatabase,
+  dropDatabase,
+  externalServer,
+  missingToolsMessage,
+  pg15Available,
+  startCluster,
+  startEmbeddedServer,
+  withClient,
+  type Server,
+} from './postgres';
+import { profileRuns } from './profile';
+import { evaluate, markdown, OPS, opsTable, summariseOp, targetsTable, type OpDef, type OpId, type Results, type RunRecord } from './report';
+import { breakdown, logSize, readStatements } from './serverlog';
+import { BenchError, ROOT, errorText, fmtMB, fmtSeconds, median, newestMtime, run, runOk, say } from './util';
+
+const USAGE = `usage: npm run bench -- [options]
+
+Seeds a deterministic data set, then measures coffer backup and restore against pg_dump -Fc,
+pg_restore -j1 and tar -cf on the same data, and writes bench/results/<date>-scale<N>.{md,json}.
+
+  --scale N          data set size; 1 = 1.6M rows (~600 MB database) + 2,000 files (~300 MB). Default 1.
+                     Fractions work (--scale 0.05 for a quick try).
+  --runs N           measured runs of each operation (min and median reported). Default 3.
+  --database-url URL a server to use instead of a throwaway PostgreSQL 15 cluster (needs CREATEDB;
+                     the bench creates and drops databases named coffer_bench_*)
+  --work-dir DIR     scratch folder: cluster, cached upload files, archives. Default: ${path.join(os.tmpdir(), 'coffer-bench')}
+  --coffer DIR       the coffer checkout to measure (default: this one). To measure the last commit while
+                     src/ has uncommitted work: git clone --shared . /tmp/coffer-head &&
+                     ln -s "$PWD/node_modules" /tmp/coffer-head/ && npm run bench -- --coffer /tmp/coffer-head
+  --tag NAME         append -NAME to the results file names (e.g. to keep an A/B pair side by side)
+  --embedded         use coffer's embedded PostgreSQL 15.18 even if Debian's PostgreSQL 15 is installed
+                     (coffer is then measured alone: that package has no pg_dump/pg_restore)
+  --skip-build       do not rebuild the checkout's dist/ even if its src/ is newer
+  --profile          after the measured runs, run coffer backup and restore (db only) once more with
+                     node --cpu-prof and print where their main thread spends its time
+  --keep             leave the cluster, the databases and the archives in place at the end
+  -h, --help         this text
+`;
+
+interface Options {
+  scale: number;
+  runs: number;
+  databaseUrl?: string;
+  workDir: string;
+  cofferRoot: string;
+  tag?: string;
+  skipBuild: boolean;
+  embedded: boolean;
+  profile: boolean;
+  keep: boolean;
+}
+
+function parseOptions(argv: string[]): Options | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      scale: { type: 'string', default: '1' },
+      runs: { type: 'string', default: '3' },
+      'database-url': { type: 'string' },
+      'work-dir': { type: 'string', default: path.join(os.tmpdir(), 'coffer-bench') },
+      coffer: { type: 'string', default: ROOT },
+      tag: { type: 'string' },
+      'skip-build': { type: 'boolean', default: false },
+      embedded: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  const scale = Number(values.scale);
+  assertScale(scale);
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1) throw new BenchError(`--runs must be a whole number ≥ 1, got ${values.runs}`);
+  const cofferRoot = path.resolve(values.coffer!);
+  if (!fs.existsSync(path.join(cofferRoot, 'bin', 'coffer.js'))) throw new BenchError(`--coffer ${cofferRoot}: no bin/coffer.js there`);
+  if (values.tag !== undefined && !/^[\w.-]+$/.test(values.tag)) throw new BenchError('--tag may hold letters, digits, . _ and - only');
+  return {
+    scale,
+    runs,
+    databaseUrl: values['database-url'] ?? undefined,
+    workDir: path.resolve(values['work-dir']!),
+    cofferRoot,
+    tag: values.tag,
+    skipBuild: !!values['skip-build'],
+    embedded: !!values.embedded,
+    profile: !!values.profile,
+    keep: !!values.keep,
+  };
+}
+
+/** Rebuilds dist/ when src/ has changed since the last build: the bench measures the current code. */
+async function buildIfStale(root: string, skip: boolean): Promise<void> {
+  const built = fileSize(path.join(root, 'dist', 'cli', 'main.js')) ? fs.statSync(path.join(root, 'dist', 'cli', 'main.js')).mtimeMs : 0;
+  const newest = newestMtime(path.join(root, 'src'), (n) => n.endsWith('.ts'));
+  if (built >= newest) return;
+  if (skip) {
+    if (!built) throw new BenchError('dist/ is missing: run npm run build (or drop --skip-build)');
+    say('warning: dist/ is older than src/, measuring it anyway (--skip-build)');
+    return;
+  }
+  say(`${root}: dist/ is older than src/: building (npx tsc -p tsconfig.build.json)`);
+  const tsc = require.resolve('typescript/bin/tsc', { paths: [root, ROOT] });
+  await runOk(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json')], { cwd: root });
+}
+
+async function gitInfo(root: string): Promise<{ commit: string; dirty: string[] }> {
+  const head = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: root }).catch(() => undefined);
+  const status = await run('git', ['status', '--porcelain', '--', 'src', 'migrations'], { cwd: root }).catch(() => undefined);
+  return {
+    commit: head?.code === 0 ? head.stdout.trim() : 'unknown',
+    dirty: status?.code === 0 ? status.stdout.split('\n').filter(Boolean).map((l) => l.slice(3)) : [],
+  };
+}
+
+async function startServer(opts: Options): Promise<Server> {
+  if (opts.databaseUrl) return externalServer(opts.databaseUrl);
+  if (pg15Available() && !opts.embedded) return startCluster(opts.workDir);
+  const why = opts.embedded ? '--embedded was given' : missingToolsMessage();
+  say(`${why}. Measuring coffer alone, on coffer's embedded PostgreSQL (or give --database-url).`);
+  try {
+    return await startEmbeddedServer(opts.workDir, opts.cofferRoot, why);
+  } catch (err) {
+    throw new BenchError(`${why}, and coffer's embedded PostgreSQL did not start either (${errorText(err)}): give --database-url, or install PostgreSQL 15: apt-get install -y postgresql-15`);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+class Bench {
+  readonly results: Results;
+  private readonly out: string;
+  private readonly keyFile: string;
+  private readonly noFilesDir: string;
+  private source!: Fingerprint;
+  private backupLogMaxId = 0;
+  private files!: FileSet;
+
+  constructor(
+    private readonly opts: Options,
+    private readonly server: Server,
+    git: { commit: string; dirty: string[] },
+  ) {
+    const now = new Date();
+    this.out = path.join(opts.workDir, `out-scale${opts.scale}`);
+    this.keyFile = path.join(this.out, 'bench.key');
+    this.noFilesDir = path.join(this.out, 'no-files');
+    this.results = {
+      format: 1,
+      date: now.toISOString().slice(0, 10),
+      startedAt: now.toISOString(),
+      finishedAt: '',
+      scale: opts.scale,
+      runs: opts.runs,
+      git,
+      machine: { cpus: os.cpus().length, memoryGB: os.totalmem() / 1e9, node: process.versions.node, kernel: os.release() },
+      server: { kind: server.kind, description: server.description, version: server.version, toolsMissing: server.toolsMissing },
+      dataset: { rows: {}, databaseBytes: 0, tableBytes: 0, indexBytes: 0, files: 0, fileBytes: 0, compressibleFileBytes: 0, generationSeconds: 0, filesReused: false, tables: [] },
+      ops: {},
+      targets: [],
+      ratios: [],
+      fidelity: { checks: 0, failures: [] },
+      notes: [],
+    };
+  }
+
+  private url(db: string): string {
+    return this.server.url(db);
+  }
+
+  private cofferEnv(dataDir: string): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn', DATA_DIR: dataDir };
+    delete env.DATABASE_URL;
+    delete env.COFFER_AES_KEY;
+    delete env.BACKUP_KEY;
+    return env;
+  }
+
+  /**
+   * coffer as its executable runs it: with the Node flags of bin/coffer.js's shebang line
+   * (`#!/usr/bin/env -S node <flags>`), on this very Node binary rather than whatever `node` is in PATH.
+   */
+  private coffer(args: string[]): [string, string[]] {
+    const bin = path.join(this.opts.cofferRoot, 'bin', 'coffer.js');
+    const shebang = fs.readFileSync(bin, 'utf8').split('\n', 1)[0];
+    const flags = shebang.replace(/^#!.*?\bnode\b/, '').trim().split(/\s+/).filter((f) => f.startsWith('--'));
+    return [process.execPath, [...flags, bin, ...args]];
+  }
+
+  private tool(name: string): string {
+    return path.join(this.server.toolsDir!, name);
+  }
+
+  private freshDir(prefix: string): string {
+    return fs.mkdtempSync(path.join(this.out, prefix));
+  }
+
+  private removeDir(dir: string): void {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  async prepare(): Promise<void> {
+    const { opts, server } = this;
+    fs.rmSync(this.out, { recursive: true, force: true });
+    fs.mkdirSync(this.out, { recursive: true, mode: 0o755 });
+    fs.mkdirSync(this.noFilesDir);
+    if (server.toolsDir) {
+      const v = await runOk(this.tool('pg_dump'), ['--version']);
+      this.results.server.tools = `${v.stdout.trim()} (${server.toolsDir})`;
+    }
+    this.files = await ensureFiles(opts.workDir, opts.scale);
+
+    say('database: creating coffer_bench_src and migrating it with coffer migrate');
+    await createDatabase(server, 'coffer_bench_src');
+    const [cmd, args] = this.coffer(['migrate', '--database-url', this.url('coffer_bench_src')]);
+    await runOk(cmd, args, { env: this.cofferEnv(this.noFilesDir) });
+    const gen = await generateDatabase(this.url('coffer_bench_src'), opts.scale, this.files);
+    this.backupLogMaxId = gen.backupLogMaxId;
+    say('database: fingerprinting the source (the fidelity reference; also warms the caches)');
+    this.source = await fingerprint(this.url('coffer_bench_src'), this.backupLogMaxId);
+    const size = await databaseSize(this.url('coffer_bench_src'));
+    const rows: Record<string, number> = {};
+    for (const [name, t] of Object.entries(this.source.tables)) rows[name] = t.rows;
+    this.results.dataset = {
+      rows,
+      databaseBytes: size.databaseBytes,
+      tableBytes: size.tableBytes,
+      indexBytes: size.indexBytes,
+      files: this.files.files.length,
+      fileBytes: this.files.bytes,
+      compressibleFileBytes: this.files.compressibleBytes,
+      generationSeconds: gen.seconds,
+      filesReused: this.files.reused,
+      tables: size.tables.map((t) => ({ ...t, rows: rows[t.name] ?? t.rows })),
+    };
+    say(`database: ${totalRows(this.source).toLocaleString('en-US')} rows, ${fmtMB(size.databaseBytes)} on disk (tables ${fmtMB(size.tableBytes)}, indexes ${fmtMB(size.indexBytes)}), generated in ${fmtSeconds(gen.seconds)}`);
+
+    // The files-only backup reads an empty (just migrated) coffer database.
+    await createDatabase(server, 'coffer_bench_empty');
+    const [c2, a2] = this.coffer(['migrate', '--database-url', this.url('coffer_bench_empty')]);
+    await runOk(c2, a2, { env: this.cofferEnv(this.noFilesDir) });
+
+    const [c3, a3] = this.coffer(['keygen']);
+    const key = await runOk(c3, a3, { env: this.cofferEnv(this.noFilesDir) });
+    fs.writeFileSync(this.keyFile, key.stdout.trim() + '\n', { mode: 0o600 });
+
+    // Fixed cost in every coffer measurement: starting Node and loading coffer's modules.
+    const starts: { wall: number; rss: number }[] = [];
+    for (let i = 0; i < Math.max(3, opts.runs); i++) {
+      const [c4, a4] = this.coffer(['--version']);
+      const m = await measure(c4, a4, { env: this.cofferEnv(this.noFilesDir) });
+      starts.push({ wall: m.wallSeconds, rss: m.peakRssBytes });
+    }
+    const startWall = median(starts.map((x) => x.wall));
+    const startRss = median(starts.map((x) => x.rss));
+    this.results.notes.push(
+      `coffer process start-up (\`bin/coffer.js --version\`, which loads every command's modules): median ${fmtSeconds(startWall)}, peak RSS ${fmtMB(startRss, 0)}; both are part of every coffer measurement above.`,
+    );
+    say(`coffer start-up: ${fmtSeconds(startWall)}, ${fmtMB(startRss, 0)} RSS`);
+
+    for (const def of OPS) {
+      if (!server.toolsDir && (def.id === 'pg_dump' || def.id === 'pg_restore')) continue;
+      this.results.ops[def.id] = { id: def.id, label: def.label, command: '', runs: [] };
+    }
+    if (!server.toolsDir) this.results.notes.push(`pg_dump/pg_restore were not measured: ${server.toolsMissing}`);
+  }
+
+  private archive(id: OpId): string {
+    return path.join(this.out, { backup_full: 'full.zip', backup_full_enc: 'full.zip.crypt', backup_db: 'db.zip', backup_files: 'files.zip', pg_dump: 'db.dump', tar: 'files.tar' }[id as string] ?? `${id}.out`);
+  }
+
+  /** Runs one measured command, records it, and keeps the server's statement log of the last run. */
+  private async measured(def: OpDef, runNo: number, cmd: string, args: string[], env: NodeJS.ProcessEnv, output: () => Promise<number>): Promise<RunRecord | undefined> {
+    const op = this.results.ops[def.id]!;
+    op.command = describeCommand(cmd, args).replace(/postgresql:\/\/[^@\s]*@/g, 'postgresql://…@').split(this.opts.workDir).join('$WORK');
+    await checkpoint(this.server);
+    const logFrom = logSize(this.server.logFile);
+    say(`run ${runNo}/${this.opts.runs}: ${def.label}…`);
+    const m = await measure(cmd, args, { env, cwd: this.out });
+    await sleep(200);
+    const record: RunRecord = { run: runNo, wallSeconds: m.wallSeconds, peakRssBytes: m.peakRssBytes, outputBytes: 0 };
+    if (m.exitCode !== 0) {
+      record.error = `exit ${m.signal ?? m.exitCode}: ${m.outputTail}`;
+      say(`  FAILED after ${fmtSeconds(m.wallSeconds)}: ${record.error}`);
+      op.runs.push(record);
+      return undefined;
+    }
+    record.outputBytes = await output();
+    if (this.server.logFile) {
+      const apps = def.id === 'pg_dump' ? ['pg_dump'] : def.id === 'pg_restore' ? ['pg_restore'] : ['coffer'];
+      op.phases = breakdown(readStatements(this.server.logFile, logFrom, logSize(this.server.logFile)), m.wallSeconds, apps);
+    }
+    say(`  ${fmtSeconds(m.wallSeconds)}, peak RSS ${fmtMB(m.peakRssBytes, 0)}, ${def.side === 'backup' ? 'output' : 'restored database'} ${fmtMB(record.outputBytes)}`);
+    op.runs.push(record);
+    return record;
+  }
+
+  private def(id: OpId): OpDef {
+    return OPS.find((d) => d.id === id)!;
+  }
+
+  private async backup(id: OpId, runNo: number): Promise<void> {
+    if (!this.results.ops[id]) return;
+    const file = this.archive(id);
+    fs.rmSync(file, { force: true });
+    const src = this.url('coffer_bench_src');
+    let cmd: string;
+    let args: string[];
+    let env = this.cofferEnv(this.files.dir);
+    if (id === 'backup_full') [cmd, args] = this.coffer(['backup', '-o', file, '--database-url', src]);
+    else if (id === 'backup_full_enc') [cmd, args] = this.coffer(['backup', '-o', file, '--key-file', this.keyFile, '--database-url', src]);
+    else if (id === 'backup_db') {
+      [cmd, args] = this.coffer(['backup', '-o', file, '--database-url', src]);
+      env = this.cofferEnv(this.noFilesDir);
+    } else if (id === 'backup_files') [cmd, args] = this.coffer(['backup', '-o', file, '--database-url', this.url('coffer_bench_empty')]);
+    else if (id === 'pg_dump') [cmd, args] = [this.tool('pg_dump'), ['-Fc', '-f', file, `--dbname=${src}`]];
+    else [cmd, args] = ['tar', ['-cf', file, '-C', this.files.dir, ...['uploadedfiles', 'uploadedimages', 'uploadedassets']]];
+    if (id === 'pg_dump' || id === 'tar') env = { ...process.env };
+    await this.measured(this.def(id), runNo, cmd, args, env, async () => fileSize(file));
+  }
+
+  private async restore(id: OpId, runNo: number): Promise<void> {
+    if (!this.results.ops[id]) return;
+    const from: OpId = id === 'restore_db' ? 'backup_db' : id === 'pg_restore' ? 'pg_dump' : id === 'restore_full' ? 'backup_full' : 'backup_full_enc';
+    const file = this.archive(from);
+    if (!fs.existsSync(file)) {
+      this.results.ops[id]!.runs.push({ run: runNo, wallSeconds: 0, peakRssBytes: 0, outputBytes: 0, error: `no ${this.def(from).label} archive from this run` });
+      return;
+    }
+    const db = 'coffer_bench_restore';
+    await createDatabase(this.server, db);
+    const dataDir = this.freshDir('restore-data-');
+    try {
+      const url = this.url(db);
+      let cmd: string;
+      let args: string[];
+      if (id === 'pg_restore') [cmd, args] = [this.tool('pg_restore'), ['--no-owner', '-j', '1', '-d', url, file]];
+      else [cmd, args] = this.coffer(['restore', file, '--yes', '--database-url', url, ...(id === 'restore_full_enc' ? ['--key-file', this.keyFile] : [])]);
+      const env = id === 'pg_restore' ? { ...process.env } : this.cofferEnv(dataDir);
+      const restoredSize = async () => {
+        const size = await withClient(url, (c) => c.query<{ b: string }>('SELECT pg_database_size(current_database())::text AS b'));
+        return Number(size.rows[0].b);
+      };
+      const record = await this.measured(this.def(id), runNo, cmd, args, env, restoredSize);
+      if (!record) return;
+      // Fidelity: the restored database (and upload folders) must equal the source.
+      const problems = compareFingerprints(this.source, await fingerprint(url, this.backupLogMaxId), this.backupLogMaxId);
+      if (id === 'restore_full' || id === 'restore_full_enc') problems.push(...(await compareFiles(dataDir, this.files.files)));
+      this.results.fidelity.checks++;
+      if (problems.length) {
+        record.fidelity = problems;
+        this.results.fidelity.failures.push(`${this.def(id).label}, run ${runNo}: ${problems.slice(0, 5).join('; ')}`);
+        say(`  FIDELITY CHECK FAILED: ${problems.slice(0, 5).join('; ')}`);
+      } else {
+        record.fidelity = 'pass';
+        say(`  fidelity check passed${id.startsWith('restore_full') ? ' (database and upload files)' : ''}`);
+      }
+    } finally {
+      if (!this.opts.keep) await dropDatabase(this.server, db);
+      this.removeDir(dataDir);
+    }
+  }
+
+  async measureAll(): Promise<void> {
+    const backups: OpId[] = ['backup_full', 'backup_full_enc', 'backup_db', 'backup_files', 'pg_dump', 'tar'];
+    const restores: OpId[] = ['restore_db', 'pg_restore', 'restore_full', 'restore_full_enc'];
+    for (let runNo = 1; runNo <= this.opts.runs; runNo++) {
+      // Alternate the order so that a slow phase of the machine does not always hit the same operation.
+      const order = <T>(list: T[]) => (runNo % 2 === 0 ? [...list].reverse() : list);
+      for (const id of order(backups)) await this.backup(id, runNo);
+      for (const id of order(restores)) await this.restore(id, runNo);
+    }
+  }
+
+  async profile(): Promise<void> {
+    const profDir = path.join(this.out, 'profiles');
+    fs.mkdirSync(profDir, { recursive: true });
+    this.results.profile = await profileRuns({
+        profDir,
+        server: this.server,
+        coffer: (args) => this.coffer(args),
+        env: (dir) => this.cofferEnv(dir),
+        sourceUrl: this.url('coffer_bench_src'),
+        archive: this.archive('backup_db'),
+        fullArchive: this.archive('backup_full'),
+        noFilesDir: this.noFilesDir,
+        freshDir: (p) => this.freshDir(p),
+        keep: this.opts.keep,
+      });
+  }
+
+  finish(): Results {
+    const r = this.results;
+    for (const def of OPS) {
+      const op = r.ops[def.id];
+      if (op) summariseOp(op, def, r.dataset);
+    }
+    evaluate(r);
+    r.finishedAt = new Date().toISOString();
+    return r;
+  }
+
+  async cleanup(): Promise<void> {
+    if (this.opts.keep) return;
+    for (const db of ['coffer_bench_src', 'coffer_bench_empty', 'coffer_bench_restore']) await dropDatabase(this.server, db).catch(() => undefined);
+    fs.rmSync(this.out, { recursive: true, force: true });
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    return await runBench(argv);
+  } catch (err) {
+    if (!(err instanceof BenchError)) throw err;
+    process.stderr.write(`bench: ${err.message}\n`);
+    return 1;
+  }
+}
+
+async function runBench(argv: string[]): Promise<number> {
+  let opts: Options | undefined;
+  try {
+    opts = parseOptions(argv);
+  } catch (err) {
+    process.stderr.write(`bench: ${errorText(err)}\n\n${USAGE}`);
+    return 2;
+  }
+  if (!opts) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  await buildIfStale(opts.cofferRoot, opts.skipBuild);
+  const git = await gitInfo(opts.cofferRoot);
+  fs.mkdirSync(opts.workDir, { recursive: true, mode: 0o755 });
+  fs.chmodSync(opts.workDir, 0o755);
+  const server = await startServer(opts);
+  say(`server: PostgreSQL ${server.version}, ${server.description}`);
+  const onSignal = (sig: NodeJS.Signals) => {
+    say(`${sig}: stopping`);
+    if (!opts!.keep) {
+      server.stopSync();
+      fs.rmSync(path.join(opts!.workDir, `out-scale${opts!.scale}`), { recursive: true, force: true });
+    }
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const bench = new Bench(opts, server, git);
+  try {
+    await bench.prepare();
+    await bench.measureAll();
+    if (opts.profile) await bench.profile();
+    const results = bench.finish();
+    const resultsDir = path.join(ROOT, 'bench', 'results');
+    fs.mkdirSync(resultsDir, { recursive: true });
+    const base = path.join(resultsDir, `${results.date}-scale${opts.scale}${opts.tag ? `-${opts.tag}` : ''}`);
+    fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
+    const md = markdown(results, resultsDir);
+    fs.writeFileSync(`${base}.md`, md);
+    process.stdout.write(`\n${opsTable(results)}\n\n${targetsTable(results)}\n\n`);
+    say(`full report: ${path.relative(process.cwd(), base)}.md (and .json)`);
+    if (opts.keep && server.kind === 'cluster') say(`--keep: the cluster is still running; source database: ${server.url('coffer_bench_src')}; archives in ${path.join(opts.workDir, `out-scale${opts.scale}`)}`);
+    return results.fidelity.failures.length || Object.values(results.ops).some((o) => o.runs.some((x) => x.error)) ? 1 : 0;
+  } finally {
+    await bench.cleanup().catch((err) => say(`cleanup: ${errorText(err)}`));
+    if (!opts.keep) await server.stop();
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}

@@ -1,0 +1,148 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+
+/**
+ * Wall time and peak memory of one command. Peak RSS is the largest sum of VmRSS over the process and
+ * all its descendants, sampled every 50 ms (descendants found through the ppid field of
+ * /proc/<pid>/stat), or the largest single-process VmHWM seen, whichever is higher: VmHWM is the
+ * kernel's own high-water mark, so a short spike between two samples of a lone process is not missed.
+ * Only the client process tree is seen: a PostgreSQL backend serving the command is not its child.
+ */
+export interface Measurement {
+  wallSeconds: number;
+  peakRssBytes: number;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  /** Last lines of stderr (and of stdout when it was not redirected). */
+  outputTail: string;
+}
+
+export interface MeasureOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Redirect stdout to this file. */
+  stdoutFile?: string;
+  sampleMs?: number;
+}
+
+function readProc(pid: number, file: string): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/${file}`, 'latin1');
+  } catch {
+    return undefined;
+  }
+}
+
+/** pid → ppid for every process, from /proc/<pid>/stat (the field after the parenthesised name). */
+function parentMap(): Map<number, number> {
+  const map = new Map<number, number>();
+  let names: string[];
+  try {
+    names = fs.readdirSync('/proc');
+  } catch {
+    return map;
+  }
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = readProc(Number(name), 'stat');
+    if (!stat) continue;
+    const after = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    map.set(Number(name), Number(after[1]));
+  }
+  return map;
+}
+
+function descendants(root: number, parents: Map<number, number>): number[] {
+  const children = new Map<number, number[]>();
+  for (const [pid, ppid] of parents) {
+    const list = children.get(ppid);
+    if (list) list.push(pid);
+    else children.set(ppid, [pid]);
+  }
+  const out = [root];
+  for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]) ?? []));
+  return out;
+}
+
+function statusKb(status: string, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+  return m ? Number(m[1]) : 0;
+}
+
+export class RssSampler {
+  peak = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private tree: number[] = [];
+  private ticks = 0;
+
+  constructor(
+    private readonly root: number,
+    private readonly intervalMs = 50,
+  ) {}
+
+  start(): void {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), this.intervalMs);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  sample(): void {
+    // A full /proc scan costs ~1.5 ms here; new descendants are looked for on every 4th tick only,
+    // the known ones are read on every tick.
+    if (this.ticks++ % 4 === 0 || this.tree.length === 0) this.tree = descendants(this.root, parentMap());
+    let sum = 0;
+    for (const pid of this.tree) {
+      const status = readProc(pid, 'status');
+      if (!status) continue;
+      sum += statusKb(status, 'VmRSS') * 1024;
+      this.peak = Math.max(this.peak, statusKb(status, 'VmHWM') * 1024);
+    }
+    this.peak = Math.max(this.peak, sum);
+  }
+}
+
+export function measure(cmd: string, args: string[], opts: MeasureOptions = {}): Promise<Measurement> {
+  return new Promise((resolve, reject) => {
+    const out = opts.stdoutFile ? fs.openSync(opts.stdoutFile, 'w') : undefined;
+    const started = performance.now();
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', out ?? 'pipe', 'pipe'] });
+    let tail = '';
+    const keep = (d: Buffer) => (tail = (tail + d.toString()).slice(-4000));
+    child.stdout?.on('data', keep);
+    child.stderr!.on('data', keep);
+    let wall = 0;
+    const sampler = child.pid ? new RssSampler(child.pid, opts.sampleMs ?? 50) : undefined;
+    sampler?.start();
+    child.on('error', (err) => {
+      sampler?.stop();
+      if (out !== undefined) fs.closeSync(out);
+      reject(err);
+    });
+    child.on('exit', () => {
+      wall = (performance.now() - started) / 1000;
+      sampler?.stop();
+    });
+    child.on('close', (code, signal) => {
+      if (out !== undefined) fs.closeSync(out);
+      resolve({ wallSeconds: wall, peakRssBytes: sampler?.peak ?? 0, exitCode: code, signal, outputTail: tail.trim().split('\n').slice(-6).join('\n') });
+    });
+  });
+}
+
+/** The file's size, or 0 when it does not exist. */
+export function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+export function describeCommand(cmd: string, args: string[]): string {
+  return [path.basename(cmd), ...args].map((a) => (/[\s'"]/.test(a) ? JSON.stringify(a) : a)).join(' ');
+}

@@ -1,0 +1,301 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Breakdown } from './serverlog';
+import { fmtMB, fmtSeconds, max, mb, median, min, table } from './util';
+
+export type OpId =
+  | 'backup_full'
+  | 'backup_full_enc'
+  | 'backup_db'
+  | 'backup_files'
+  | 'pg_dump'
+  | 'tar'
+  | 'restore_db'
+  | 'pg_restore'
+  | 'restore_full'
+  | 'restore_full_enc';
+
+/** What an operation's MB/s is computed over: table data (heap + TOAST), upload bytes, or both. */
+export type Basis = 'db' | 'files' | 'all';
+
+export interface OpDef {
+  id: OpId;
+  label: string;
+  side: 'backup' | 'restore';
+  basis: Basis;
+  coffer: boolean;
+}
+
+export const OPS: OpDef[] = [
+  { id: 'backup_full', label: 'coffer backup (db+files)', side: 'backup', basis: 'all', coffer: true },
+  { id: 'backup_full_enc', label: 'coffer backup (db+files, encrypted)', side: 'backup', basis: 'all', coffer: true },
+  { id: 'backup_db', label: 'coffer backup (db only)', side: 'backup', basis: 'db', coffer: true },
+  { id: 'backup_files', label: 'coffer backup (files only, empty db)', side: 'backup', basis: 'files', coffer: true },
+  { id: 'pg_dump', label: 'pg_dump -Fc', side: 'backup', basis: 'db', coffer: false },
+  { id: 'tar', label: 'tar -cf (upload folders)', side: 'backup', basis: 'files', coffer: false },
+  { id: 'restore_db', label: 'coffer restore (db only)', side: 'restore', basis: 'db', coffer: true },
+  { id: 'pg_restore', label: 'pg_restore -j1 --no-owner', side: 'restore', basis: 'db', coffer: false },
+  { id: 'restore_full', label: 'coffer restore (db+files)', side: 'restore', basis: 'all', coffer: true },
+  { id: 'restore_full_enc', label: 'coffer restore (db+files, encrypted)', side: 'restore', basis: 'all', coffer: true },
+];
+
+export interface RunRecord {
+  run: number;
+  wallSeconds: number;
+  peakRssBytes: number;
+  /** Archive/dump/tar size for backups; pg_database_size of the restored database for restores. */
+  outputBytes: number;
+  /** Restores: 'pass', or what differs. */
+  fidelity?: string[] | 'pass';
+  error?: string;
+}
+
+export interface OpResult {
+  id: OpId;
+  label: string;
+  command: string;
+  runs: RunRecord[];
+  /** Over successful runs. */
+  wall?: { min: number; median: number; max: number };
+  mbps?: { atMedian: number; atMin: number };
+  peakRssBytes?: number;
+  outputBytes?: number;
+  phases?: Breakdown;
+}
+
+export interface Target {
+  name: string;
+  limit: string;
+  /** From medians (the verdict) and from minimums (the least noisy estimate). */
+  value?: number;
+  valueAtMin?: number;
+  unit: 'x' | 'MB';
+  verdict: 'PASS' | 'MISS' | 'n/a';
+  why?: string;
+}
+
+export interface Results {
+  format: 1;
+  date: string;
+  startedAt: string;
+  finishedAt: string;
+  scale: number;
+  runs: number;
+  git: { commit: string; dirty: string[] };
+  machine: { cpus: number; memoryGB: number; node: string; kernel: string };
+  server: { kind: string; description: string; version: string; tools?: string; toolsMissing?: string };
+  dataset: {
+    rows: Record<string, number>;
+    databaseBytes: number;
+    tableBytes: number;
+    indexBytes: number;
+    files: number;
+    fileBytes: number;
+    compressibleFileBytes: number;
+    generationSeconds: number;
+    filesReused: boolean;
+    tables: { name: string; rows: number; tableBytes: number; indexBytes: number }[];
+  };
+  ops: Partial<Record<OpId, OpResult>>;
+  targets: Target[];
+  ratios: { name: string; value?: number; valueAtMin?: number }[];
+  fidelity: { checks: number; failures: string[] };
+  /** --profile: main-thread CPU profile summaries (Markdown). */
+  profile?: string[];
+  notes: string[];
+}
+
+export function basisBytes(basis: Basis, d: Results['dataset']): number {
+  return basis === 'db' ? d.tableBytes : basis === 'files' ? d.fileBytes : d.tableBytes + d.fileBytes;
+}
+
+export function summariseOp(op: OpResult, def: OpDef, dataset: Results['dataset']): void {
+  const ok = op.runs.filter((r) => !r.error);
+  if (ok.length === 0) return;
+  const walls = ok.map((r) => r.wallSeconds);
+  op.wall = { min: min(walls), median: median(walls), max: max(walls) };
+  const bytes = basisBytes(def.basis, dataset);
+  op.mbps = { atMedian: mb(bytes) / op.wall.median, atMin: mb(bytes) / op.wall.min };
+  op.peakRssBytes = max(ok.map((r) => r.peakRssBytes));
+  op.outputBytes = ok[ok.length - 1].outputBytes;
+}
+
+const RSS_LIMIT = 150e6;
+
+function ratio(a: OpResult | undefined, b: OpResult | undefined, key: 'median' | 'min'): number | undefined {
+  if (!a?.wall || !b?.wall) return undefined;
+  return a.wall[key] / b.wall[key];
+}
+
+function verdict(value: number | undefined, ok: (v: number) => boolean): 'PASS' | 'MISS' | 'n/a' {
+  return value === undefined ? 'n/a' : ok(value) ? 'PASS' : 'MISS';
+}
+
+export function evaluate(r: Results): void {
+  const o = r.ops;
+  const t: Target[] = [];
+  const wallTarget = (name: string, a: OpId, b: OpId, limit: number) => {
+    const value = ratio(o[a], o[b], 'median');
+    t.push({ name, limit: `≤ ${limit.toFixed(2)}×`, value, valueAtMin: ratio(o[a], o[b], 'min'), unit: 'x', verdict: verdict(value, (v) => v <= limit), why: value === undefined ? `needs ${o[a]?.wall ? o[b]?.label ?? b : o[a]?.label ?? a}` : undefined });
+  };
+  wallTarget('backup, database part: coffer (db only) / pg_dump -Fc, wall time', 'backup_db', 'pg_dump', 1.0);
+  {
+    const c = o.backup_files?.mbps;
+    const tar = o.tar?.mbps;
+    const value = c && tar ? c.atMedian / tar.atMedian : undefined;
+    t.push({ name: 'backup, files part: coffer (files only) / tar -cf, throughput', limit: '≥ 0.80×', value, valueAtMin: c && tar ? c.atMin / tar.atMin : undefined, unit: 'x', verdict: verdict(value, (v) => v >= 0.8) });
+  }
+  wallTarget('restore: coffer (db only) / pg_restore -j1, wall time', 'restore_db', 'pg_restore', 1.0);
+  for (const side of ['backup', 'restore'] as const) {
+    const ops = OPS.filter((d) => d.coffer && d.side === side).map((d) => o[d.id]).filter((x): x is OpResult => !!x?.peakRssBytes);
+    const value = ops.length ? max(ops.map((x) => x.peakRssBytes!)) : undefined;
+    const worst = ops.find((x) => x.peakRssBytes === value);
+    t.push({ name: `peak RSS, coffer ${side} (largest of its variants${worst ? `: ${worst.label}` : ''})`, limit: '≤ 150 MB', value: value === undefined ? undefined : mb(value), unit: 'MB', verdict: verdict(value, (v) => v <= RSS_LIMIT) });
+  }
+  wallTarget('encrypted / plain backup (db+files), wall time', 'backup_full_enc', 'backup_full', 1.05);
+  {
+    const a = o.backup_db?.outputBytes;
+    const b = o.pg_dump?.outputBytes;
+    const value = a && b ? a / b : undefined;
+    t.push({ name: 'archive size (db only) / pg_dump -Fc size', limit: '≤ 1.30×', value, valueAtMin: value, unit: 'x', verdict: verdict(value, (v) => v <= 1.3) });
+  }
+  r.targets = t;
+
+  const sumWall = (ids: OpId[], key: 'median' | 'min') => (ids.every((id) => o[id]?.wall) ? ids.reduce((s, id) => s + o[id]!.wall![key], 0) : undefined);
+  const div = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a / b : undefined);
+  r.ratios = [
+    { name: 'coffer backup (db+files) / (pg_dump -Fc + tar -cf)', value: div(o.backup_full?.wall?.median, sumWall(['pg_dump', 'tar'], 'median')), valueAtMin: div(o.backup_full?.wall?.min, sumWall(['pg_dump', 'tar'], 'min')) },
+    { name: 'coffer backup (db+files) / (db only + files only)', value: div(o.backup_full?.wall?.median, sumWall(['backup_db', 'backup_files'], 'median')), valueAtMin: div(o.backup_full?.wall?.min, sumWall(['backup_db', 'backup_files'], 'min')) },
+    { name: 'coffer restore (db+files) / pg_restore -j1', value: ratio(o.restore_full, o.pg_restore, 'median'), valueAtMin: ratio(o.restore_full, o.pg_restore, 'min') },
+    { name: 'coffer restore (db+files) / coffer restore (db only)', value: ratio(o.restore_full, o.restore_db, 'median'), valueAtMin: ratio(o.restore_full, o.restore_db, 'min') },
+    { name: 'encrypted / plain restore (db+files)', value: ratio(o.restore_full_enc, o.restore_full, 'median'), valueAtMin: ratio(o.restore_full_enc, o.restore_full, 'min') },
+    { name: 'coffer restore (db only) / coffer backup (db only)', value: ratio(o.restore_db, o.backup_db, 'median'), valueAtMin: ratio(o.restore_db, o.backup_db, 'min') },
+    { name: 'archive size (db+files) / (pg_dump -Fc + tar) size', value: div(o.backup_full?.outputBytes, o.pg_dump?.outputBytes !== undefined && o.tar?.outputBytes !== undefined ? o.pg_dump.outputBytes + o.tar.outputBytes : undefined) },
+    { name: 'encrypted / plain archive size', value: div(o.backup_full_enc?.outputBytes, o.backup_full?.outputBytes) },
+    { name: 'restored database size: coffer / pg_restore', value: div(o.restore_db?.outputBytes, o.pg_restore?.outputBytes) },
+  ];
+}
+
+const fx = (v: number | undefined, digits = 2) => (v === undefined ? 'n/a' : v.toFixed(digits));
+
+export function opsTable(r: Results): string {
+  const rows = OPS.filter((d) => r.ops[d.id]).map((d) => {
+    const o = r.ops[d.id]!;
+    const failed = o.runs.filter((x) => x.error).length;
+    const basis = d.basis === 'db' ? 'table data' : d.basis === 'files' ? 'upload files' : 'data+files';
+    return [
+      o.label,
+      `${o.runs.length - failed}${failed ? ` (+${failed} failed)` : ''}`,
+      o.wall ? fmtSeconds(o.wall.min) : 'n/a',
+      o.wall ? fmtSeconds(o.wall.median) : 'n/a',
+      o.mbps ? `${o.mbps.atMedian.toFixed(1)}` : 'n/a',
+      basis,
+      o.peakRssBytes ? fmtMB(o.peakRssBytes, 0) : 'n/a',
+      o.outputBytes ? fmtMB(o.outputBytes) + (d.side === 'restore' ? ' (db)' : '') : 'n/a',
+    ];
+  });
+  return table(['operation', 'runs', 'wall min', 'wall median', 'MB/s (median)', 'MB/s of', 'peak RSS (max)', 'output size'], rows, ['l', 'r', 'r', 'r', 'r', 'l', 'r', 'r']);
+}
+
+export function targetsTable(r: Results): string {
+  const v = (t: Target, x: number | undefined) => (x === undefined ? 'n/a' : t.unit === 'MB' ? `${x.toFixed(0)} MB` : `${x.toFixed(2)}×`);
+  return table(
+    ['target', 'median', 'min', 'limit', 'result'],
+    r.targets.map((t) => [t.name, v(t, t.value), t.unit === 'MB' ? '' : v(t, t.valueAtMin), t.limit, t.verdict]),
+    ['l', 'r', 'r', 'r', 'l'],
+  );
+}
+
+export function ratiosTable(r: Results): string {
+  return table(['ratio', 'median', 'min'], r.ratios.map((x) => [x.name, x.value === undefined ? 'n/a' : `${fx(x.value)}×`, x.valueAtMin === undefined ? '' : `${fx(x.valueAtMin)}×`]), ['l', 'r', 'r']);
+}
+
+/** The latest results of another scale, for the RSS comparison between scale 1 and 4. */
+export function loadOtherScale(resultsDir: string, scale: number): Results | undefined {
+  let files: string[];
+  try {
+    files = fs.readdirSync(resultsDir).filter((f) => f.endsWith(`-scale${scale}.json`)).sort();
+  } catch {
+    return undefined;
+  }
+  for (const f of files.reverse()) {
+    try {
+      const r = JSON.parse(fs.readFileSync(path.join(resultsDir, f), 'utf8')) as Results;
+      if (r.format === 1) return r;
+    } catch {
+      // ignore unreadable results
+    }
+  }
+  return undefined;
+}
+
+export function rssComparison(current: Results, resultsDir: string): string | undefined {
+  const other = [1, 4].find((s) => s !== current.scale && [1, 4].includes(current.scale));
+  if (other === undefined) return undefined;
+  const prev = loadOtherScale(resultsDir, other);
+  if (!prev) return `No results for scale ${other} in bench/results/ yet: run \`npm run bench -- --scale ${other}\` to compare peak RSS between scale 1 and 4.`;
+  const [s1, s4] = current.scale === 1 ? [current, prev] : [prev, current];
+  const rows = OPS.filter((d) => s1.ops[d.id]?.peakRssBytes || s4.ops[d.id]?.peakRssBytes).map((d) => {
+    const a = s1.ops[d.id]?.peakRssBytes;
+    const b = s4.ops[d.id]?.peakRssBytes;
+    const limit = d.coffer ? (Math.max(a ?? 0, b ?? 0) <= RSS_LIMIT ? 'PASS' : 'MISS') : '';
+    return [d.label, a ? fmtMB(a, 0) : 'n/a', b ? fmtMB(b, 0) : 'n/a', a && b ? `${(b / a).toFixed(2)}×` : 'n/a', limit];
+  });
+  return `Scale 1 from ${s1.date} (${s1.git.commit}), scale 4 from ${s4.date} (${s4.git.commit}).\n\n` + table(['operation', 'scale 1', 'scale 4', 'scale 4 / scale 1', '≤ 150 MB at both'], rows, ['l', 'r', 'r', 'r', 'l']);
+}
+
+export function phasesSection(r: Results): string {
+  const parts: string[] = [];
+  for (const d of OPS) {
+    const p = r.ops[d.id]?.phases;
+    if (!p) continue;
+    parts.push(`**${d.label}** (last run, ${fmtSeconds(p.wallSeconds)} wall, ${fmtSeconds(p.loggedSeconds)} in logged statements)\n`);
+    parts.push(table(['where', 'seconds', 'share of wall'], p.categories.filter((c) => c.seconds >= 0.005).map((c) => [c.name, c.seconds.toFixed(2), `${((100 * c.seconds) / p.wallSeconds).toFixed(0)}%`]), ['l', 'r', 'r']));
+    parts.push(`\nlongest statements: ${p.top.slice(0, 8).map((x) => `${x.label} ${x.seconds.toFixed(2)} s`).join(', ')}\n`);
+  }
+  return parts.join('\n');
+}
+
+export function markdown(r: Results, resultsDir: string): string {
+  const d = r.dataset;
+  const rows = Object.entries(d.rows).map(([k, v]) => `${k} ${v.toLocaleString('en-US')}`).join(', ');
+  const lines = [
+    `# coffer bench, scale ${r.scale}, ${r.date}`,
+    '',
+    `- commit ${r.git.commit}${r.git.dirty.length ? ` with uncommitted changes in ${r.git.dirty.length} file(s) under src/ and migrations/ (${r.git.dirty.slice(0, 6).join(', ')}${r.git.dirty.length > 6 ? ', …' : ''})` : ''}`,
+    `- machine: ${r.machine.cpus} CPUs, ${r.machine.memoryGB.toFixed(0)} GB, Node ${r.machine.node}, Linux ${r.machine.kernel}; other sessions share the CPU, so numbers are noisy (min and median of ${r.runs} run(s))`,
+    `- server: PostgreSQL ${r.server.version}, ${r.server.description}${r.server.tools ? `; client tools ${r.server.tools}` : ''}${r.server.toolsMissing ? `; pg_dump/pg_restore not compared: ${r.server.toolsMissing}` : ''}`,
+    `- data set: ${rows} rows; database ${fmtMB(d.databaseBytes)} on disk (table data ${fmtMB(d.tableBytes)}, indexes ${fmtMB(d.indexBytes)}); ${d.files} upload files, ${fmtMB(d.fileBytes)} (${fmtMB(d.compressibleFileBytes)} compressible); generated in ${fmtSeconds(d.generationSeconds)}${d.filesReused ? ' (files from cache)' : ''}`,
+    `- MB = 10^6 bytes. MB/s is computed over the table data (heap + TOAST of the application tables, without indexes) for database operations, over the upload files for file operations, and over both for db+files: the same numerator for coffer and the tool it is compared with. Peak RSS is the client process tree (pg_dump's and pg_restore's server backend is not their child and is not counted; neither is coffer's).`,
+    `- fidelity: ${r.fidelity.failures.length === 0 ? `all ${r.fidelity.checks} restored databases equal the source (table by table, rows and sequences, schema), restored upload files equal the generated ones` : `**FAILED**: ${r.fidelity.failures.join('; ')}`}`,
+    '',
+    '## Results',
+    '',
+    opsTable(r),
+    '',
+    '## Targets',
+    '',
+    targetsTable(r),
+    '',
+    '## Other ratios',
+    '',
+    ratiosTable(r),
+    '',
+  ];
+  const rss = rssComparison(r, resultsDir);
+  if (rss) lines.push('## Peak RSS, scale 1 vs scale 4', '', rss, '');
+  const phases = phasesSection(r);
+  if (phases) lines.push('## Where the server spends the time (statement log of the throwaway cluster)', '', phases, '');
+  if (r.profile?.length) lines.push('## CPU profiles of coffer (--profile, one extra untimed run each)', '', ...r.profile, '');
+  if (r.notes.length) lines.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
+  if (d.tables?.length) {
+    lines.push(
+      '## Data set',
+      '',
+      table(['table', 'rows', 'table data', 'indexes'], d.tables.map((t) => [t.name, t.rows.toLocaleString('en-US'), fmtMB(t.tableBytes), fmtMB(t.indexBytes)]), ['l', 'r', 'r', 'r']),
+      '',
+    );
+  }
+  lines.push('## Commands', '', ...OPS.filter((x) => r.ops[x.id]).map((x) => `- ${x.label}: \`${r.ops[x.id]!.command}\``), '');
+  return lines.join('\n');
+}
