@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { startServer } from '../../http/server';
 import { runtime } from '../runtime';
 
 export function registerServe(program: Command): void {
@@ -8,6 +7,9 @@ export function registerServe(program: Command): void {
     .description('run the HTTP service (embedded PostgreSQL unless DATABASE_URL is set)')
     .action(async () => {
       const rt = runtime();
+      // Loaded here, not at the top: the HTTP stack (express and its dependencies, about 15 MB) is only
+      // needed by `serve`, and every other command starts faster and smaller without it.
+      const { startServer } = await import('../../http/server');
       const server = await startServer(rt.config, rt.log);
       await new Promise<void>((resolve) => {
         let stopping = false;
