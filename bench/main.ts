@@ -283,7 +283,16 @@ class Bench {
   /** Runs one measured command, records it, and keeps the server's statement log of the last run. */
   private async measured(def: OpDef, runNo: number, cmd: string, args: string[], env: NodeJS.ProcessEnv, output: () => Promise<number>): Promise<RunRecord | undefined> {
     const op = this.results.ops[def.id]!;
-    op.command = describeCommand(cmd, args).replace(/postgresql:\/\/[^@\s]*@/g, 'postgresql://…@').split(this.opts.workDir).join('$WORK');
+    // Paths of this machine stay out of the committed reports: the work folder and the checkout become
+    // $WORK and $COFFER, the Node binary `node`.
+    op.command = describeCommand(cmd, args)
+      .replace(/postgresql:\/\/[^@\s]*@/g, 'postgresql://…@')
+      .split(this.opts.workDir)
+      .join('$WORK')
+      .split(this.opts.cofferRoot)
+      .join('$COFFER')
+      .split(process.execPath)
+      .join('node');
     await checkpoint(this.server);
     const logFrom = logSize(this.server.logFile);
     say(`run ${runNo}/${this.opts.runs}: ${def.label}…`);
