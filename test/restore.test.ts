@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './support/db';
-import { backupToFile, fingerprint, insertExtremeValues, restoreFile, rewriteArchive } from './support/archive';
+import { backupToFile, fingerprint, insertExtremeValues, replaceTableEntry, restoreFile, rewriteArchive, sha256, withManifest } from './support/archive';
 import { seedDomain, writeUploadFiles } from './support/seed';
 import type { ReadEntry } from './support/zip';
 import { stored } from './archive/helpers';
@@ -36,32 +36,6 @@ function treeOf(dir: string): Record<string, string> {
     }
   }
   return out;
-}
-
-function manifestOf(entries: ReadEntry[]) {
-  return JSON.parse(entries.find((e) => e.name === 'manifest.json')!.data.toString());
-}
-
-function withManifest(entries: ReadEntry[], change: (m: any) => void): ReadEntry[] {
-  const m = manifestOf(entries);
-  change(m);
-  return entries.map((e) => (e.name === 'manifest.json' ? { ...e, data: Buffer.from(JSON.stringify(m)) } : e));
-}
-
-function sha256(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
-
-/** Replaces a table entry's content and makes the manifest agree, so only the database can object. */
-function replaceTableEntry(entries: ReadEntry[], table: string, content: Buffer): ReadEntry[] {
-  const name = `db/public.${table}.jsonl`;
-  const replaced = entries.map((e) => (e.name === name ? { ...e, data: content } : e));
-  return withManifest(replaced, (m) => {
-    const t = m.tables.find((x: any) => x.entry === name);
-    t.bytes = content.length;
-    t.sha256 = sha256(content);
-    t.rows = content.toString().split('\n').length - 1;
-  });
 }
 
 describe('restore round trip', () => {

@@ -22,6 +22,9 @@ export interface TableInfo {
 export interface SequenceInfo {
   schema: string;
   name: string;
+  /** The range setval accepts, as decimal text (bigint). */
+  min: string;
+  max: string;
 }
 
 /** Every ordinary (or partitioned root) table of the application schema, in name order. */
@@ -61,10 +64,24 @@ export async function listTables(client: pg.ClientBase, schema = APP_SCHEMA): Pr
 
 /** Sequences of the application schema (identity and serial ones included). */
 export async function listSequences(client: pg.ClientBase, schema = APP_SCHEMA): Promise<SequenceInfo[]> {
-  const res = await client.query<{ name: string }>(
-    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  const res = await client.query<{ name: string; min: string; max: string }>(
+    `SELECT c.relname AS name, s.seqmin::text AS min, s.seqmax::text AS max
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
       WHERE n.nspname = $1 AND c.relkind = 'S' ORDER BY c.relname`,
     [schema],
   );
-  return res.rows.map((r) => ({ schema, name: r.name }));
+  return res.rows.map((r) => ({ schema, name: r.name, min: r.min, max: r.max }));
+}
+
+/**
+ * Sequences of the schema that the current transaction created. setval is not transactional: only on
+ * these does a rollback undo it (together with the sequence itself).
+ */
+export async function sequencesCreatedInTransaction(client: pg.ClientBase, schema = APP_SCHEMA): Promise<Set<string>> {
+  const res = await client.query<{ name: string }>(
+    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind = 'S' AND c.xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text`,
+    [schema],
+  );
+  return new Set(res.rows.map((r) => r.name));
 }

@@ -188,6 +188,14 @@ function selectColumn(c: TableInfo['columns'][number]): string {
   return col;
 }
 
+/**
+ * How the JSONL-to-COPY converter writes each column. A type it cannot write itself (the populate
+ * path's tables) is read as verbatim JSON: the line's structure and column names are still checked.
+ */
+export function copyColumns(table: TableInfo): CopyColumn[] {
+  return table.columns.map((c) => ({ name: c.name, kind: c.kind ?? 'json', jsonNullIsValue: c.kind === 'json' && c.notNull }));
+}
+
 /** Whether every column of the table can take the direct JSONL-to-COPY path. */
 export function canLoadDirect(table: TableInfo): boolean {
   return table.columns.every((c) => c.kind !== null);
@@ -198,7 +206,7 @@ export function canLoadDirect(table: TableInfo): boolean {
  * COPYing straight into the table: PostgreSQL does no JSON work at all. Returns the rows copied.
  */
 export async function loadTableDirect(client: pg.PoolClient, table: TableInfo, entry: string, lines: Readable): Promise<number> {
-  const columns: CopyColumn[] = table.columns.map((c) => ({ name: c.name, kind: c.kind!, jsonNullIsValue: c.kind === 'json' && c.notNull }));
+  const columns = copyColumns(table);
   const copy = client.query(copyFrom(`COPY ${qualified(table.schema, table.name)} (${table.columns.map((c) => ident(c.name)).join(', ')}) FROM STDIN`));
   try {
     await pipeline(lines, new JsonlToCopy(columns, entry), copy);

@@ -3,8 +3,8 @@ import type pg from 'pg';
 import { CofferError, errorMessage } from '../core/errors';
 import type { ProgressCounts } from '../core/types';
 import type { Manifest, ManifestTable } from '../core/manifest';
-import { writeBackupLog, type Actor } from '../db/backup-log';
-import { listTables, type TableInfo } from '../db/introspect';
+import { keepLiveAuditLog, putBackLiveAuditLog, writeBackupLog, type Actor } from '../db/backup-log';
+import { listSequences, listTables, sequencesCreatedInTransaction, type TableInfo } from '../db/introspect';
 import { canLoadDirect, checkDeferredConstraints, createStage, dropForLoad, flushSchema, loadTable, loadTableDirect, restoreAfterLoad, setSequence, truncateTables } from '../db/load';
 import { lockKey } from '../db/locks';
 import { APP_SCHEMA, knownMigrations, migrateInTransaction } from '../db/migrate';
@@ -19,6 +19,7 @@ import {
   writeJournal,
   type StagedFiles,
 } from '../storage/restore-files';
+import { migrationLevelProblem, planTables, refuse, schemaForArchive, sequenceProblems } from './archive-plan';
 import { Meter, through } from './meter';
 import { checkMigrationsKnown, type OpenedArchive } from './open-archive';
 
@@ -73,6 +74,7 @@ export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummar
   const { manifest } = req.archive;
   const { unknown } = checkMigrationsKnown(manifest, !!req.force);
   if (!req.skipDatabase && !req.pool) throw new CofferError('E_INTERNAL', 'restore of the database needs a connection pool');
+  if (!req.skipDatabase) checkBeforeTouching(manifest, !!req.force);
   const progress: RestoreProgress = { phase: 'files', tablesDone: 0, tablesTotal: manifest.tables.length, rows: 0, files: 0, fileBytes: 0 };
   const report = () => req.onProgress?.({ ...progress });
 
@@ -155,6 +157,7 @@ async function restoreDatabase(
       req.log.debug({ ms: Date.now() - mark, ...extra }, `restore: ${what}`);
       mark = Date.now();
     };
+    const hadAuditLog = await keepLiveAuditLog(client);
     // Flush, then migrate to exactly the archive's level, so tables match what the archive holds.
     await flushSchema(client, APP_SCHEMA);
     const known = knownMigrations();
@@ -162,7 +165,8 @@ async function restoreDatabase(
     const target = archiveLevel.length ? archiveLevel[archiveLevel.length - 1] : undefined;
     if (target) await migrateInTransaction(client, { to: target, log: req.log });
     const tables = await listTables(client, APP_SCHEMA);
-    const plan = matchTables(manifest, tables, !!req.force);
+    const { plan, problems } = planTables(manifest, tables, { force: !!req.force, where: 'this database schema' });
+    refuse(problems);
     await truncateTables(client, tables);
     const dropped = await dropForLoad(client, APP_SCHEMA);
     await createStage(client);
@@ -178,6 +182,7 @@ async function restoreDatabase(
       progress.tablesDone++;
       phase('loaded table', { table: table.name, rows: entry.rows });
     }
+    await checkSequencesInTransaction(client, manifest);
     for (const s of manifest.sequences) {
       try {
         await setSequence(client, s.schema, s.name, String(s.last_value), s.is_called);
@@ -194,6 +199,7 @@ async function restoreDatabase(
     // Later migrations run on the restored data, as an upgrade would.
     await migrateInTransaction(client, { log: req.log });
     await checkDeferredConstraints(client);
+    if (hadAuditLog) await putBackLiveAuditLog(client);
     await writeBackupLog(client, 'restore', req.actor, {
       restore_id: id,
       ...req.source,
@@ -224,23 +230,34 @@ async function restoreDatabase(
   }
 }
 
-function matchTables(m: Manifest, tables: TableInfo[], force: boolean): { entry: ManifestTable; table: TableInfo }[] {
-  const byName = new Map(tables.map((t) => [`${t.schema}.${t.name}`, t]));
-  const plan: { entry: ManifestTable; table: TableInfo }[] = [];
-  for (const entry of m.tables) {
-    const table = byName.get(`${entry.schema}.${entry.name}`);
-    if (!table) throw new CofferError('E_ARCHIVE_INVALID', `archive has table ${entry.schema}.${entry.name}, which this database schema does not have`);
-    const cols = new Set(table.columns.map((c) => c.name));
-    const missing = entry.columns.filter((c) => !cols.has(c.name)).map((c) => c.name);
-    // A column the schema lacks would be dropped silently by jsonb_populate_record: refuse instead.
-    if (missing.length) throw new CofferError('E_ARCHIVE_INVALID', `archive table ${entry.name} has columns ${missing.join(', ')}, which this database schema does not have`);
-    plan.push({ entry, table });
-    byName.delete(`${entry.schema}.${entry.name}`);
+/**
+ * What can be refused without a database is refused before anything is touched: the archive must name
+ * its schema level, and its tables and sequences must be those of the schema at that level.
+ */
+function checkBeforeTouching(manifest: Manifest, force: boolean): void {
+  const level = migrationLevelProblem(manifest);
+  if (level && !force) refuse([level]);
+  const known = schemaForArchive(manifest);
+  const where = known ? `the schema at migration ${known.level}` : 'the schema';
+  const tables = known ? planTables(manifest, known.schema.tables, { force, where }).problems : [];
+  refuse([...tables, ...sequenceProblems(manifest, known?.schema.sequences, where)]);
+}
+
+/**
+ * setval is not transactional: a rollback undoes it only on a sequence the transaction created.
+ * Every sequence the manifest sets must be such a one (the flush dropped the schema's sequences and
+ * the migrations created them anew); anything else is refused before a value is set.
+ */
+async function checkSequencesInTransaction(client: pg.PoolClient, manifest: Manifest): Promise<void> {
+  const live = await listSequences(client, APP_SCHEMA);
+  const problems = sequenceProblems(manifest, live, 'this database schema');
+  const created = await sequencesCreatedInTransaction(client, APP_SCHEMA);
+  for (const s of manifest.sequences) {
+    if (live.some((l) => l.name === s.name) && !created.has(s.name)) {
+      problems.push(`sequence ${s.schema}.${s.name} was not created by this restore, so setting it could not be undone`);
+    }
   }
-  if (byName.size > 0 && !force) {
-    throw new CofferError('E_ARCHIVE_INVALID', `archive has no data for tables ${[...byName.keys()].join(', ')} (incomplete archive? --force restores them empty)`);
-  }
-  return plan;
+  refuse(problems);
 }
 
 async function loadEntry(req: RestoreRequest, client: pg.PoolClient, entry: ManifestTable, table: TableInfo, progress: RestoreProgress): Promise<number> {

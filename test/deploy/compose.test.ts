@@ -744,8 +744,8 @@ describe('scripts/restore.sh', () => {
       } finally {
         await server.close();
       }
-      // backup_log is the archive's, plus the row of this restore.
-      const log = await target.pool.query(`SELECT details FROM backup_log WHERE event = 'restore'`);
+      // backup_log keeps the target's own rows; the newest is the row of this restore.
+      const log = await target.pool.query(`SELECT details FROM backup_log WHERE event = 'restore' ORDER BY id DESC LIMIT 1`);
       expect(log.rows.map((r) => r.details)).toEqual([expect.objectContaining({ archive: 'backup.zip.crypt', encrypted: true })]);
     });
   });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
@@ -8,6 +9,32 @@ import type { KeySource } from '../../src/crypto';
 import { silentLogger } from '../../src/log';
 import { buildZip, deflated, stored, type HandEntry } from '../archive/helpers';
 import { readZip, type ReadEntry } from './zip';
+
+export function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+export function manifestOf(entries: ReadEntry[]) {
+  return JSON.parse(entries.find((e) => e.name === 'manifest.json')!.data.toString());
+}
+
+export function withManifest(entries: ReadEntry[], change: (m: any) => void): ReadEntry[] {
+  const m = manifestOf(entries);
+  change(m);
+  return entries.map((e) => (e.name === 'manifest.json' ? { ...e, data: Buffer.from(JSON.stringify(m)) } : e));
+}
+
+/** Replaces a table entry's content and makes the manifest agree, so only the database can object. */
+export function replaceTableEntry(entries: ReadEntry[], table: string, content: Buffer): ReadEntry[] {
+  const name = `db/public.${table}.jsonl`;
+  const replaced = entries.map((e) => (e.name === name ? { ...e, data: content } : e));
+  return withManifest(replaced, (m) => {
+    const t = m.tables.find((x: any) => x.entry === name);
+    t.bytes = content.length;
+    t.sha256 = sha256(content);
+    t.rows = content.toString().split('\n').length - 1;
+  });
+}
 
 export async function backupToFile(pool: pg.Pool, dataDir: string, file: string, encryption?: KeySource): Promise<void> {
   const b = await startBackup({ pool, dataDir, log: silentLogger(), via: 'cli', encryption });
@@ -39,8 +66,8 @@ export async function rewriteArchive(src: string, dst: string, change: (entries:
 /**
  * Everything a restore could change, as text: every table of the schema row by row, every sequence.
  * `comparable` leaves out what legitimately differs between a source and its restored copy: migration
- * bookkeeping (re-applied by the restore), tables never backed up, and the audit rows of the backup
- * and restore themselves.
+ * bookkeeping (re-applied by the restore), tables never backed up, and the audit log (a restore
+ * keeps the target's own).
  */
 export async function fingerprint(pool: pg.Pool, opts: { comparable?: boolean } = {}): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -55,13 +82,13 @@ export async function fingerprint(pool: pg.Pool, opts: { comparable?: boolean } 
   );
   for (const t of tables.rows) {
     // Migration bookkeeping is re-applied by a restore; sessions and rate limits are never backed up.
-    if (opts.comparable && ['coffer_migrations', 'sessions', 'rate_limits'].includes(t.name)) continue;
-    const where = opts.comparable && t.name === 'backup_log' ? `WHERE event NOT IN ('backup_started', 'backup_finished', 'restore')` : '';
-    const rows = await pool.query(`SELECT row_to_json(t)::text AS r FROM public.${JSON.stringify(t.name)} t ${where} ORDER BY ${t.pk ?? '1'}`);
+    if (opts.comparable && ['coffer_migrations', 'sessions', 'rate_limits', 'backup_log'].includes(t.name)) continue;
+    const rows = await pool.query(`SELECT row_to_json(t)::text AS r FROM public.${JSON.stringify(t.name)} t ORDER BY ${t.pk ?? '1'}`);
     out[`table ${t.name}`] = rows.rows.map((r) => r.r).join('\n');
   }
   const seqs = await pool.query<{ name: string }>(`SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'S' ORDER BY 1`);
   for (const s of seqs.rows) {
+    if (opts.comparable && s.name === 'backup_log_id_seq') continue;
     const v = await pool.query(`SELECT last_value::text, is_called FROM public.${JSON.stringify(s.name)}`);
     out[`sequence ${s.name}`] = JSON.stringify(v.rows[0]);
   }

@@ -31,6 +31,7 @@ export function registerVerify(program: Command): void {
           for (const [folder, f] of Object.entries(r.files)) print(`${folder.padEnd(32)} ${String(f.files).padStart(10)} ${formatBytes(f.bytes).padStart(12)}  ${f.ok ? 'ok' : f.problem}`);
           if (r.fileErrorsAtBackup) print(`\nnote: ${r.fileErrorsAtBackup} files could not be read when the backup was taken (manifest file_errors)`);
           print('');
+          print(`note: ${r.notChecked}`);
           if (!r.ok) throw new CofferError('E_ARCHIVE_INVALID', `archive is NOT restorable: ${r.problems.length} problem(s): ${r.problems.join('; ')}`);
           print('archive is restorable');
         } finally {
