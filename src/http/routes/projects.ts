@@ -1,46 +1,78 @@
 import fs from 'node:fs';
+import type { Readable } from 'node:stream';
 import { Router, type Request, type Response } from 'express';
 import busboy from 'busboy';
 import { CofferError, errorMessage } from '../../core/errors';
 import * as domain from '../../domain/projects';
-import { removeUpload, resolveUploadPath, storeUpload, UPLOAD_KINDS, type UploadKind } from '../../storage/uploads';
+import { removeUpload, resolveUploadPath, storeUpload, uploadKindNamed, type UploadKind } from '../../storage/uploads';
 import { requireUser } from '../auth';
 import type { AppContext } from '../context';
 
 function uploadKind(value: string): UploadKind {
-  const kind = value.replace(/s$/, '');
-  if (!(kind in UPLOAD_KINDS)) throw new CofferError('E_NOT_FOUND', `unknown upload kind '${value}' (files, images or assets)`);
-  return kind as UploadKind;
+  const kind = uploadKindNamed(value);
+  if (!kind) throw new CofferError('E_NOT_FOUND', `unknown upload kind '${value}' (files, images or assets)`);
+  return kind;
 }
 
-/** Accepts exactly one multipart field named "file", streamed to disk under a generated name. */
+// busboy reduces a part's type to `type/subtype` (text/plain when absent); checked again before it is
+// stored, since it is sent back as a response header.
+const MEDIA_TYPE_RE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/i;
+
+interface ReceivedUpload {
+  name: string;
+  contentType: string;
+  storagePath: string;
+  size: number;
+  sha256: Buffer;
+}
+
+/**
+ * Accepts exactly one multipart field named "file", streamed to disk under a generated name. A client
+ * that goes away mid-body, or sends more than the limit, leaves nothing behind: the file stream is
+ * destroyed and storeUpload removes its temporary file before this rejects.
+ */
 async function receiveUpload(ctx: AppContext, req: Request, kind: UploadKind) {
   if (!req.is('multipart/form-data')) throw new CofferError('E_UNSUPPORTED_MEDIA_TYPE', 'upload must be multipart/form-data with a "file" field');
-  return new Promise<{ name: string; contentType: string; storagePath: string; size: number; sha256: Buffer }>((resolve, reject) => {
+  return new Promise<ReceivedUpload>((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
-      bb = busboy({ headers: req.headers, limits: { files: 1, fileSize: ctx.config.uploadMaxBytes, fields: 10 } });
+      bb = busboy({ headers: req.headers, defParamCharset: 'utf8', limits: { files: 1, fileSize: ctx.config.uploadMaxBytes, fields: 10 } });
     } catch (err) {
       return reject(new CofferError('E_VALIDATION', `malformed multipart request: ${errorMessage(err)}`));
     }
     let pending: Promise<void> | undefined;
-    let result: { name: string; contentType: string; storagePath: string; size: number; sha256: Buffer } | undefined;
+    let result: ReceivedUpload | undefined;
+    let fileStream: Readable | undefined;
+    const stopReading = () => {
+      req.unpipe(bb);
+      req.resume();
+    };
+    // Without an end of the body busboy would wait for ever, holding the temporary file open.
+    req.on('close', () => {
+      if (req.complete) return;
+      const gone = new CofferError('E_ABORTED', 'the client closed the connection before the upload was complete');
+      stopReading();
+      if (fileStream) fileStream.destroy(gone);
+      else reject(gone);
+    });
     bb.on('file', (field, stream, info) => {
       if (field !== 'file') {
         stream.resume();
         return;
       }
+      fileStream = stream;
       // The client's name is kept only as a display name (base name, no control characters).
       // eslint-disable-next-line no-control-regex -- stripping control characters is the point
       const name = (info.filename || 'upload').split(/[\\/]/).pop()!.replace(/[\x00-\x1f\x7f]/g, '').slice(0, 255) || 'upload';
+      const contentType = MEDIA_TYPE_RE.test(info.mimeType ?? '') ? info.mimeType.toLowerCase() : 'application/octet-stream';
+      // storeUpload listens for the stream's errors from the moment it is called, below.
       stream.on('limit', () => stream.destroy(new CofferError('E_PAYLOAD_TOO_LARGE', `upload exceeds the limit of ${ctx.config.uploadMaxBytes} bytes`)));
       pending = storeUpload(ctx.config.dataDir, kind, stream, ctx.config.uploadMaxBytes).then((stored) => {
-        result = { name, contentType: info.mimeType || 'application/octet-stream', ...stored };
+        result = { name, contentType, ...stored };
       });
       // A failed upload is answered at once; the rest of the request body is drained and discarded.
       pending.catch((err) => {
-        req.unpipe(bb);
-        req.resume();
+        stopReading();
         reject(err);
       });
     });
@@ -98,10 +130,13 @@ export function projectRoutes(ctx: AppContext): Router {
   r.get('/:id/uploads/:uploadId/content', async (req, res) => {
     const row = await domain.getUpload(ctx.pool, req.params.id, req.params.uploadId);
     const file = resolveUploadPath(ctx.config.dataDir, row.storage_path);
+    // attachment() also sets a type from the name's extension: the stored type is set after it.
+    res.attachment(row.name);
     res.setHeader('Content-Type', row.content_type);
     res.setHeader('Content-Length', String(row.size));
     res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.attachment(row.name);
+    // Opened in a browser tab anyway, an uploaded page runs no script and loads nothing.
+    res.setHeader('Content-Security-Policy', "default-src 'none'; sandbox");
     const stream = fs.createReadStream(file);
     stream.on('error', (err) => {
       req.log.error({ err: errorMessage(err) }, 'upload content unreadable');
