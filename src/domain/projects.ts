@@ -1,39 +1,36 @@
 import type pg from 'pg';
 import { z } from 'zod';
 import { CofferError } from '../core/errors';
+import { bigintId, int4, jsonObject, text } from './input';
+
+export { parseInput } from './input';
 
 export const projectInput = z.object({
-  name: z.string().min(1).max(500),
-  tags: z.array(z.string().max(200)).max(100).default([]),
-  settings: z.record(z.string(), z.unknown()).default({}),
+  name: text(500).min(1),
+  tags: z.array(text(200)).max(100).default([]),
+  settings: jsonObject.default({}),
   status: z.enum(['draft', 'active', 'archived']).default('draft'),
 });
 
 export const noteInput = z.object({
-  title: z.string().min(1).max(1000),
-  body: z.string().max(1_000_000).default(''),
-  parent_id: z.union([z.string().regex(/^\d+$/), z.number().int().positive()]).nullable().default(null),
-  position: z.number().int().default(0),
+  title: text(1000).min(1),
+  body: text(1_000_000).default(''),
+  parent_id: bigintId.nullable().default(null),
+  position: int4.default(0),
 });
+
+// numeric stays text end to end, so no precision is lost in JavaScript. 1,000 digits either side of the
+// point is far beyond any score and far below PostgreSQL's numeric limits.
+const DECIMAL_RE = /^-?\d{1,1000}(\.\d{1,1000})?$/;
 
 export const findingInput = z.object({
-  title: z.string().min(1).max(1000),
-  description: z.string().max(1_000_000).default(''),
-  // numeric stays text end to end, so no precision is lost in JavaScript.
-  score: z.union([z.string().regex(/^-?\d+(\.\d+)?$/), z.number().finite()]).default('0'),
+  title: text(1000).min(1),
+  description: text(1_000_000).default(''),
+  score: z.union([z.string().max(2002).regex(DECIMAL_RE, 'must be a decimal number of at most 1000 digits either side of the point'), z.number().finite()]).default('0'),
   confidence: z.number().min(0).max(1).nullable().default(null),
-  reference_code: z.string().min(1).max(100).nullable().default(null),
-  data: z.record(z.string(), z.unknown()).default({}),
+  reference_code: text(100).min(1).nullable().default(null),
+  data: jsonObject.default({}),
 });
-
-export function parseInput<T extends z.ZodTypeAny>(schema: T, body: unknown): z.infer<T> {
-  const parsed = schema.safeParse(body ?? {});
-  if (!parsed.success) {
-    const msg = parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
-    throw new CofferError('E_VALIDATION', msg);
-  }
-  return parsed.data;
-}
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
