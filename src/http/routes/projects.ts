@@ -88,39 +88,48 @@ async function receiveUpload(ctx: AppContext, req: Request, kind: UploadKind) {
 export function projectRoutes(ctx: AppContext): Router {
   const r = Router();
   r.use(requireUser);
+  // Who may do what is decided in src/domain (access.ts): every call passes the acting user.
 
-  r.get('/', async (_req, res) => void res.json(await domain.listProjects(ctx.pool)));
-  r.post('/', async (req, res) => void res.status(201).json(await domain.createProject(ctx.pool, req.user!.id, domain.parseInput(domain.projectInput, req.body))));
-  r.get('/:id', async (req, res) => void res.json(await domain.getProject(ctx.pool, req.params.id)));
+  r.get('/', async (req, res) => void res.json(await domain.listProjects(ctx.pool, req.user)));
+  r.post('/', async (req, res) => void res.status(201).json(await domain.createProject(ctx.pool, req.user, domain.parseInput(domain.projectInput, req.body))));
+  r.get('/:id', async (req, res) => void res.json(await domain.getProject(ctx.pool, req.user, req.params.id)));
   r.delete('/:id', async (req, res) => {
-    const paths = await domain.deleteProject(ctx.pool, req.params.id);
+    const paths = await domain.deleteProject(ctx.pool, req.user, req.params.id);
     await Promise.all(paths.map((p) => removeUpload(ctx.config.dataDir, p).catch((err) => req.log.warn({ err: errorMessage(err) }, 'could not remove upload'))));
     res.status(204).end();
   });
 
-  r.get('/:id/notes', async (req, res) => void res.json(await domain.listNotes(ctx.pool, req.params.id)));
-  r.post('/:id/notes', async (req, res) => void res.status(201).json(await domain.createNote(ctx.pool, req.params.id, domain.parseInput(domain.noteInput, req.body))));
-  r.get('/:id/notes/:noteId', async (req, res) => void res.json(await domain.getNote(ctx.pool, req.params.id, req.params.noteId)));
+  r.get('/:id/members', async (req, res) => void res.json(await domain.listMembers(ctx.pool, req.user, req.params.id)));
+  r.post('/:id/members', async (req, res) => void res.status(201).json(await domain.addMember(ctx.pool, req.user, req.params.id, domain.parseInput(domain.memberInput, req.body))));
+  r.delete('/:id/members/:userId', async (req, res) => {
+    await domain.removeMember(ctx.pool, req.user, req.params.id, req.params.userId);
+    res.status(204).end();
+  });
+
+  r.get('/:id/notes', async (req, res) => void res.json(await domain.listNotes(ctx.pool, req.user, req.params.id)));
+  r.post('/:id/notes', async (req, res) => void res.status(201).json(await domain.createNote(ctx.pool, req.user, req.params.id, domain.parseInput(domain.noteInput, req.body))));
+  r.get('/:id/notes/:noteId', async (req, res) => void res.json(await domain.getNote(ctx.pool, req.user, req.params.id, req.params.noteId)));
   r.delete('/:id/notes/:noteId', async (req, res) => {
-    await domain.deleteNote(ctx.pool, req.params.id, req.params.noteId);
+    await domain.deleteNote(ctx.pool, req.user, req.params.id, req.params.noteId);
     res.status(204).end();
   });
 
-  r.get('/:id/findings', async (req, res) => void res.json(await domain.listFindings(ctx.pool, req.params.id)));
-  r.post('/:id/findings', async (req, res) => void res.status(201).json(await domain.createFinding(ctx.pool, req.params.id, domain.parseInput(domain.findingInput, req.body))));
-  r.get('/:id/findings/:findingId', async (req, res) => void res.json(await domain.getFinding(ctx.pool, req.params.id, req.params.findingId)));
+  r.get('/:id/findings', async (req, res) => void res.json(await domain.listFindings(ctx.pool, req.user, req.params.id)));
+  r.post('/:id/findings', async (req, res) => void res.status(201).json(await domain.createFinding(ctx.pool, req.user, req.params.id, domain.parseInput(domain.findingInput, req.body))));
+  r.get('/:id/findings/:findingId', async (req, res) => void res.json(await domain.getFinding(ctx.pool, req.user, req.params.id, req.params.findingId)));
   r.delete('/:id/findings/:findingId', async (req, res) => {
-    await domain.deleteFinding(ctx.pool, req.params.id, req.params.findingId);
+    await domain.deleteFinding(ctx.pool, req.user, req.params.id, req.params.findingId);
     res.status(204).end();
   });
 
-  r.get('/:id/uploads', async (req, res) => void res.json(await domain.listUploads(ctx.pool, req.params.id)));
+  r.get('/:id/uploads', async (req, res) => void res.json(await domain.listUploads(ctx.pool, req.user, req.params.id)));
   r.post('/:id/:kind', async (req: Request, res: Response) => {
+    const projectId = req.params.id as string;
+    await domain.authorizeUpload(ctx.pool, req.user, projectId);
     const kind = uploadKind(req.params.kind as string);
-    await domain.getProject(ctx.pool, req.params.id as string);
     const up = await receiveUpload(ctx, req, kind);
     try {
-      const row = await domain.recordUpload(ctx.pool, { projectId: req.params.id as string, kind, createdBy: req.user!.id, ...up });
+      const row = await domain.recordUpload(ctx.pool, req.user, { projectId, kind, ...up });
       res.status(201).json(row);
     } catch (err) {
       await removeUpload(ctx.config.dataDir, up.storagePath).catch(() => undefined);
@@ -128,7 +137,7 @@ export function projectRoutes(ctx: AppContext): Router {
     }
   });
   r.get('/:id/uploads/:uploadId/content', async (req, res) => {
-    const row = await domain.getUpload(ctx.pool, req.params.id, req.params.uploadId);
+    const row = await domain.getUpload(ctx.pool, req.user, req.params.id, req.params.uploadId);
     const file = resolveUploadPath(ctx.config.dataDir, row.storage_path);
     // attachment() also sets a type from the name's extension: the stored type is set after it.
     res.attachment(row.name);
