@@ -191,9 +191,9 @@ describe('backup archive', () => {
     const m = manifestOf(entries);
     expect(m.format).toBe(1);
     expect(m.app).toEqual({ name: 'coffer', version: '0.1.0' });
-    expect(m.migrations).toEqual(['001_init', '002_domain']);
+    expect(m.migrations).toEqual(['001_init', '002_domain', '003_project_members']);
     const tableNames = m.tables.map((t) => t.name).sort();
-    expect(tableNames).toEqual(['api_tokens', 'backup_log', 'events', 'findings', 'notes', 'projects', 'uploaded_files', 'users']);
+    expect(tableNames).toEqual(['api_tokens', 'backup_log', 'events', 'findings', 'notes', 'project_members', 'projects', 'uploaded_files', 'users']);
     for (const t of m.tables) {
       const entry = entries.find((e) => e.name === t.entry)!;
       expect(entry).toBeDefined();

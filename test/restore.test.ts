@@ -60,7 +60,7 @@ describe('restore round trip', () => {
     const dir = newDataDir('target-empty');
     try {
       const summary = await restoreFile(archive, target.pool, dir);
-      expect(summary.tables).toBe(8);
+      expect(summary.tables).toBe(9);
       const [a, b] = [await fingerprint(source.pool, { comparable: true }), await fingerprint(target.pool, { comparable: true })];
       // Sessions and rate limits are not backed up; the source has none here, so everything must match.
       expect(b).toEqual(a);
@@ -354,7 +354,7 @@ describe('coffer restore command', () => {
         fs.createReadStream(file).pipe(child.stdin);
       });
       expect(stderr).toBe('');
-      expect(stdout).toMatch(/^restored 8 tables, \d+ rows into /);
+      expect(stdout).toMatch(/^restored 9 tables, \d+ rows into /);
       expect(code).toBe(0);
       expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
       expect(fs.readdirSync(dir).filter((n) => n.startsWith('.coffer'))).toEqual([]);

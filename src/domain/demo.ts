@@ -5,6 +5,8 @@ import type pg from 'pg';
 import { UPLOAD_KINDS, type UploadKind } from '../storage/uploads';
 
 export interface DemoSummary {
+  users: number;
+  members: number;
   projects: number;
   notes: number;
   findings: number;
@@ -12,6 +14,12 @@ export interface DemoSummary {
   files: number;
   fileBytes: number;
 }
+
+/**
+ * The people who own the demo projects. They are created without a usable password (nobody can log in
+ * as them until `coffer users set-password demo-ada` gives them one) and reused by later runs.
+ */
+export const DEMO_USERS = ['demo-ada', 'demo-ben', 'demo-chiara', 'demo-dmitri'];
 
 // A tiny valid PNG (1x1), so image uploads are real images.
 const PNG_1x1 = Buffer.from('89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360f8cfc0f01f0005000201a5d7a0f90000000049454e44ae426082', 'hex');
@@ -29,20 +37,32 @@ export async function generateDemoData(db: pg.Pool, dataDir: string, scale: numb
   const client = await db.connect();
   try {
     await client.query('BEGIN');
+    onProgress?.(`users: ${DEMO_USERS.length}`);
+    await client.query(`INSERT INTO users (username, password_hash) SELECT unnest($1::text[]), '!' ON CONFLICT (username) DO NOTHING`, [DEMO_USERS]);
+    const userIds = (await client.query<{ id: string }>(`SELECT id FROM users WHERE username = ANY($1::text[]) ORDER BY username`, [DEMO_USERS])).rows.map((r) => r.id);
     onProgress?.(`projects: ${projects}`);
     const proj = await client.query<{ id: string }>(
-      `INSERT INTO projects (name, tags, settings, status, created_at)
+      `INSERT INTO projects (name, tags, settings, status, owner_id, created_at)
        SELECT 'Project ' || g || ' — Prüfung «' || substr(md5(g::text), 1, 6) || '»',
               ARRAY['web', 'scale-' || $2::text, CASE WHEN g % 3 = 0 THEN 'internal' ELSE 'external' END],
               jsonb_build_object('language', CASE WHEN g % 2 = 0 THEN 'de-DE' ELSE 'en-US' END, 'retest', g % 5 = 0,
                                  'scope', jsonb_build_array('10.0.' || (g % 255) || '.0/24', 'app' || g || '.example.com')),
               (ARRAY['draft', 'active', 'archived'])[1 + g % 3]::project_status,
+              ($3::bigint[])[1 + g % array_length($3::bigint[], 1)],
               now() - make_interval(days => g % 400)
          FROM generate_series(1, $1::int) g
        RETURNING id`,
-      [projects, scale],
+      [projects, scale, userIds],
     );
     const ids = proj.rows.map((r) => r.id);
+    // Every project has the next demo user as a member; active ones the one after that as well.
+    const members = await client.query(
+      `INSERT INTO project_members (project_id, user_id, added_by)
+       SELECT p.id, ($2::bigint[])[1 + (array_position($2::bigint[], p.owner_id) - 1 + k) % array_length($2::bigint[], 1)], p.owner_id
+         FROM projects p CROSS JOIN generate_series(1, 2) k
+        WHERE p.id = ANY($1::uuid[]) AND (k = 1 OR p.status = 'active')`,
+      [ids, userIds],
+    );
     onProgress?.(`findings: ${findings}`);
     await client.query(
       `INSERT INTO findings (project_id, title, description, score, confidence, reference_code, data)
@@ -104,7 +124,7 @@ export async function generateDemoData(db: pg.Pool, dataDir: string, scale: numb
       );
     }
     await client.query('COMMIT');
-    return { projects, notes, findings, events, files, fileBytes };
+    return { users: DEMO_USERS.length, members: members.rowCount ?? 0, projects, notes, findings, events, files, fileBytes };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;

@@ -13,6 +13,7 @@ import { listSequences, listTables, type TableInfo } from '../db/introspect';
 import { lockKey } from '../db/locks';
 import { APP_SCHEMA, MIGRATIONS_TABLE } from '../db/migrate';
 import type { Logger } from '../log';
+import { isUploadInProgress } from '../storage/uploads';
 import { walkFolder } from '../storage/walk';
 import { Meter, through } from './meter';
 
@@ -109,7 +110,8 @@ type PreparedUpload = { kind: 'dir'; rel: string } | { kind: 'file'; rel: string
  */
 async function* preparedUploads(dataDir: string, fileErrors: { path: string; error: string }[]): AsyncGenerator<PreparedUpload> {
   for (const folder of UPLOAD_FOLDERS) {
-    for await (const item of walkFolder(path.join(dataDir, folder), folder)) {
+    // Uploads still being received are not data yet: their rows do not exist.
+    for await (const item of walkFolder(path.join(dataDir, folder), folder, { skip: isUploadInProgress })) {
       if (item.kind === 'error') {
         fileErrors.push({ path: item.rel, error: item.error });
         continue;

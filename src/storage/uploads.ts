@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
@@ -9,6 +9,25 @@ export const UPLOAD_KINDS = { file: 'uploadedfiles', image: 'uploadedimages', as
 export type UploadKind = keyof typeof UPLOAD_KINDS;
 export const UPLOAD_FOLDER_NAMES = Object.values(UPLOAD_KINDS);
 
+/**
+ * The upload kind a URL segment names (`files`, `images`, `assets`, or the singular), or undefined.
+ * Own keys only: a segment such as `constructor` or `__proto__` must not reach Object.prototype.
+ */
+export function uploadKindNamed(segment: string): UploadKind | undefined {
+  const kind = segment.endsWith('s') ? segment.slice(0, -1) : segment;
+  return Object.hasOwn(UPLOAD_KINDS, kind) ? (kind as UploadKind) : undefined;
+}
+
+/** Uploads are received under `.upload-<random>` beside their final name and renamed when complete. */
+export const UPLOAD_TEMP_PREFIX = '.upload-';
+// Before the dot-prefixed names, temporary files were `<uuid>.upload-<pid>`; a crash may have left some.
+const LEGACY_TEMP_NAME = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.upload-\d+$/;
+
+/** True for the name of an upload still being received (or abandoned by a crash): never backed up. */
+export function isUploadInProgress(name: string): boolean {
+  return name.startsWith(UPLOAD_TEMP_PREFIX) || LEGACY_TEMP_NAME.test(name);
+}
+
 export interface StoredUpload {
   /** Relative to DATA_DIR, always generated here: `<folder>/<2 hex>/<uuid>`. */
   storagePath: string;
@@ -18,14 +37,18 @@ export interface StoredUpload {
 
 /**
  * Stores an upload under a generated name. The client's file name is never part of the path. Data is
- * written to a temporary name and renamed only when complete and within the size limit.
+ * written to a private temporary name (created exclusively, mode 0640) and renamed only when complete
+ * and within the size limit; if the input fails (client gone, size limit) the temporary file is closed
+ * and removed before the error is passed on.
  */
 export async function storeUpload(dataDir: string, kind: UploadKind, input: Readable, maxBytes: number): Promise<StoredUpload> {
+  // The input may fail before the file is open (size limit, client gone), and an 'error' nobody hears
+  // ends the process: this listener stays, and pipeline() below finds the error on the destroyed stream.
+  input.on('error', () => undefined);
   const id = randomUUID();
   const storagePath = `${UPLOAD_KINDS[kind]}/${id.slice(0, 2)}/${id}`;
   const finalPath = path.join(dataDir, storagePath);
-  const tmpPath = `${finalPath}.upload-${process.pid}`;
-  await fs.promises.mkdir(path.dirname(finalPath), { recursive: true });
+  const tmpPath = path.join(path.dirname(finalPath), UPLOAD_TEMP_PREFIX + randomBytes(12).toString('hex'));
   const hash = createHash('sha256');
   let size = 0;
   const meter = new Transform({
@@ -36,11 +59,20 @@ export async function storeUpload(dataDir: string, kind: UploadKind, input: Read
       cb(null, chunk);
     },
   });
+  let handle: fs.promises.FileHandle | undefined;
+  let created = false;
   try {
-    await pipeline(input, meter, fs.createWriteStream(tmpPath, { mode: 0o640 }));
+    await fs.promises.mkdir(path.dirname(finalPath), { recursive: true });
+    handle = await fs.promises.open(tmpPath, 'wx', 0o640);
+    created = true;
+    // The write stream closes the file when it finishes or fails; pipeline() waits for that.
+    await pipeline(input, meter, handle.createWriteStream());
     await fs.promises.rename(tmpPath, finalPath);
   } catch (err) {
-    await fs.promises.rm(tmpPath, { force: true });
+    input.destroy();
+    // Closed already unless the failure came before the pipeline started.
+    await handle?.close().catch(() => undefined);
+    if (created) await fs.promises.rm(tmpPath, { force: true }).catch(() => undefined);
     throw err;
   }
   return { storagePath, size, sha256: hash.digest() };

@@ -10,8 +10,9 @@ export type WalkItem =
  * Walks a folder depth-first in name order, yielding regular files and directories with paths relative
  * to `root` ('/'-separated). What cannot be read, and anything that is not a regular file or a
  * directory (symlinks, sockets), is yielded as an error so the caller can record it and go on.
+ * Entries whose name `skip` accepts are passed over silently (with everything below them).
  */
-export async function* walkFolder(root: string, base: string): AsyncGenerator<WalkItem> {
+export async function* walkFolder(root: string, base: string, opts: { skip?: (name: string) => boolean } = {}): AsyncGenerator<WalkItem> {
   let entries: fs.Dirent[];
   try {
     entries = await fs.promises.readdir(root, { withFileTypes: true });
@@ -23,11 +24,12 @@ export async function* walkFolder(root: string, base: string): AsyncGenerator<Wa
   }
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const entry of entries) {
+    if (opts.skip?.(entry.name)) continue;
     const abs = path.join(root, entry.name);
     const rel = `${base}/${entry.name}`;
     if (entry.isDirectory()) {
       yield { kind: 'dir', rel };
-      yield* walkFolder(abs, rel);
+      yield* walkFolder(abs, rel, opts);
     } else if (entry.isFile()) {
       try {
         const st = await fs.promises.stat(abs);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, type Config } from '../../src/config';
 import { createApp } from '../../src/http/app';
-import { silentLogger } from '../../src/log';
+import { silentLogger, type Logger } from '../../src/log';
 import { createUser, type Role } from '../../src/accounts/users';
 import { createToken } from '../../src/accounts/sessions';
 import { createTestDatabase, type TestDatabase } from './db';
@@ -21,11 +21,11 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function startTestApp(env: Record<string, string> = {}): Promise<TestApp> {
+export async function startTestApp(env: Record<string, string> = {}, opts: { log?: Logger } = {}): Promise<TestApp> {
   const db = await createTestDatabase({ migrated: true });
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-test-data-'));
   const config = loadConfig({}, { DATA_DIR: dataDir, DATABASE_URL: db.url, BACKUP_KEY: TEST_BACKUP_KEY, LOG_LEVEL: 'silent', ...env });
-  const app = createApp({ config, pool: db.pool, log: silentLogger(), serverVersion: 'test' });
+  const app = createApp({ config, pool: db.pool, log: opts.log ?? silentLogger(), serverVersion: 'test' });
   const server = http.createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -44,6 +44,7 @@ export async function startTestApp(env: Record<string, string> = {}): Promise<Te
 }
 
 export interface TestUser {
+  id: string;
   username: string;
   token: string;
   cookie: string;
@@ -62,5 +63,5 @@ export async function makeUser(app: TestApp, username: string, role: Role, opts:
   const setCookie = res.headers.get('set-cookie') ?? '';
   const cookie = setCookie.split(';')[0];
   if (opts.inactive) await app.db.pool.query(`UPDATE users SET is_active = false WHERE id = $1`, [user.id]);
-  return { username, token, cookie };
+  return { id: user.id, username, token, cookie };
 }

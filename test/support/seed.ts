@@ -2,10 +2,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type pg from 'pg';
 
-/** A project with notes, findings and events, the small data set most tests start from. */
+/**
+ * A project with an owner, a member, notes, findings and events, the small data set most tests start
+ * from. The two users have no usable password (nobody logs in as them).
+ */
 export async function seedDomain(pool: pg.Pool, opts: { events?: number } = {}): Promise<{ projectId: string }> {
-  const p = await pool.query(`INSERT INTO projects (name, tags, settings, status) VALUES ('Seed', '{a,b}', '{"k": 1}', 'active') RETURNING id`);
+  const users = await pool.query<{ id: string }>(
+    `INSERT INTO users (username, password_hash) VALUES ('seed-owner', '!'), ('seed-member', '!')
+     ON CONFLICT (username) DO UPDATE SET username = EXCLUDED.username RETURNING id`,
+  );
+  const [ownerId, memberId] = users.rows.map((r) => r.id);
+  const p = await pool.query(`INSERT INTO projects (name, tags, settings, status, owner_id) VALUES ('Seed', '{a,b}', '{"k": 1}', 'active', $1) RETURNING id`, [ownerId]);
   const projectId = p.rows[0].id as string;
+  await pool.query(`INSERT INTO project_members (project_id, user_id, added_by) VALUES ($1, $2, $3)`, [projectId, memberId, ownerId]);
   await pool.query(`INSERT INTO notes (project_id, title) SELECT $1, 'note ' || g FROM generate_series(1, 20) g`, [projectId]);
   await pool.query(`INSERT INTO findings (project_id, title, score) SELECT $1, 'finding ' || g, g / 3.0 FROM generate_series(1, 30) g`, [projectId]);
   await pool.query(

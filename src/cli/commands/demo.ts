@@ -6,7 +6,7 @@ import { print, runtime, withDatabase } from '../runtime';
 export function registerDemo(program: Command): void {
   program
     .command('demo-data')
-    .description('add realistic projects, notes, findings, events and uploaded files, for try-outs')
+    .description('add realistic projects (with demo owners and members), notes, findings, events and uploaded files, for try-outs')
     .option('--scale <n>', 'how much (1 = 20 projects, 500 findings, 2000 events, 12 files)', '1')
     .action(async (opts: { scale: string }) => {
       const scale = Number(opts.scale);
@@ -15,7 +15,7 @@ export function registerDemo(program: Command): void {
       await withDatabase(rt, async (db) => {
         const started = Date.now();
         const s = await generateDemoData(db.pool, rt.config.dataDir, scale, (msg) => process.stderr.write(`  ${msg}\n`));
-        print(`added ${s.projects} projects, ${s.notes} notes, ${s.findings} findings, ${s.events} events, ${s.files} files (${s.fileBytes} bytes) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+        print(`added ${s.projects} projects (owned by ${s.users} demo users, ${s.members} memberships), ${s.notes} notes, ${s.findings} findings, ${s.events} events, ${s.files} files (${s.fileBytes} bytes) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       });
     });
 }

@@ -5,11 +5,11 @@ import { verifyPassword } from '../../accounts/passwords';
 import { clearFailures, countAttempt, LOGIN_FAILURES } from '../../accounts/rate-limit';
 import { createSession, deleteSession } from '../../accounts/sessions';
 import { findUserWithHash, type User } from '../../accounts/users';
-import { parseInput } from '../../domain/projects';
+import { parseInput, text } from '../../domain/input';
 import { requireUser, SESSION_COOKIE } from '../auth';
 import type { AppContext } from '../context';
 
-const loginInput = z.object({ username: z.string().min(1).max(150), password: z.string().min(1).max(1024) });
+const loginInput = z.object({ username: text(150).min(1), password: z.string().min(1).max(1024) });
 
 export function publicUser(u: User) {
   return {
