@@ -98,3 +98,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   }
   return config;
 }
+
+/** Variables a child process such as PostgreSQL may see: locale, time zone and PATH, nothing else. */
+const CHILD_VARIABLE = /^(PATH|LANG|LANGUAGE|LC_[A-Z]+|TZ|PGTZ)$/;
+
+/**
+ * The environment for the embedded PostgreSQL (initdb, postgres): a child would otherwise inherit
+ * coffer's whole environment, secrets included, readable in /proc/<pid>/environ and, through
+ * pg_read_binary_file, by a database superuser.
+ */
+export function childProcessEnvironment(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) if (value !== undefined && CHILD_VARIABLE.test(name)) out[name] = value;
+  return out;
+}

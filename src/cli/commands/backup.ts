@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { CofferError } from '../../core/errors';
 import { DEFAULT_COMPRESSION_LEVEL, startBackup, type BackupProgress } from '../../pipeline/backup';
 import { archiveFileName } from '../../pipeline/names';
-import { createAtomicFile } from '../../storage/atomic-file';
+import { createAtomicFile } from '../../core/atomic-file';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
 import { cliActor, runtime, withDatabase } from '../runtime';
@@ -44,49 +44,55 @@ export function registerBackup(program: Command): void {
       }
       const encryption = await resolveKeySource(opts, rt.config, { confirm: true });
       const target = opts.output && !toStdout ? opts.output : archiveFileName(new Date(), !!encryption);
-      await withDatabase(
-        rt,
-        async (db) => {
-          const progress = new ProgressLine();
-          const startedAt = Date.now();
-          // Known once the backup has started: the size of the previous one, for the ETA.
-          const eta: { expected?: number } = {};
-          const backup = await startBackup({
-            pool: db.pool,
-            dataDir: rt.config.dataDir,
-            log: rt.log,
-            via: 'cli',
-            actor: cliActor(rt.config),
-            encryption,
-            compressionLevel: level,
-            onProgress: (p) => progress.update(describeProgress(p, startedAt, eta.expected)),
-          });
-          eta.expected = backup.previousBytes;
-          const file = toStdout ? undefined : createAtomicFile(target);
-          try {
-            await pipeline(backup.output, file ? file.stream : process.stdout);
-          } catch (err) {
+      // Created first: a refused output file (an existing FILE.partial) stops the command before it starts a backup.
+      const file = toStdout ? undefined : createAtomicFile(target);
+      let committed = false;
+      try {
+        await withDatabase(
+          rt,
+          async (db) => {
+            const progress = new ProgressLine();
+            const startedAt = Date.now();
+            // Known once the backup has started: the size of the previous one, for the ETA.
+            const eta: { expected?: number } = {};
+            const backup = await startBackup({
+              pool: db.pool,
+              dataDir: rt.config.dataDir,
+              log: rt.log,
+              via: 'cli',
+              actor: cliActor(rt.config),
+              encryption,
+              compressionLevel: level,
+              onProgress: (p) => progress.update(describeProgress(p, startedAt, eta.expected)),
+            });
+            eta.expected = backup.previousBytes;
+            try {
+              await pipeline(backup.output, file ? file.stream : process.stdout);
+            } catch (err) {
+              progress.done();
+              backup.output.destroy();
+              await backup.result.catch(() => undefined);
+              throw err;
+            }
+            // Every byte is written; a failure now (the audit row, say) is reported but the archive stays.
+            await file?.commit();
+            committed = true;
+            const result = await backup.result;
+            const m = result.manifest;
+            const rows = m.tables.reduce((n, t) => n + t.rows, 0);
+            const files = Object.values(m.files).reduce((n, f) => n + f.files, 0);
             progress.done();
-            backup.output.destroy();
-            await file?.abort();
-            await backup.result.catch(() => undefined);
-            throw err;
-          }
-          // Every byte is written; a failure now (the audit row, say) is reported but the archive stays.
-          await file?.commit();
-          const result = await backup.result;
-          const m = result.manifest;
-          const rows = m.tables.reduce((n, t) => n + t.rows, 0);
-          const files = Object.values(m.files).reduce((n, f) => n + f.files, 0);
-          progress.done();
-          process.stderr.write(
-            `backup ${toStdout ? 'written to standard output' : `written to ${target}`}: ${formatBytes(result.bytes)}, ${m.tables.length} tables, ${rows} rows, ${files} files` +
-              `${m.file_errors.length ? `, ${m.file_errors.length} unreadable files (see manifest file_errors)` : ''}, ${formatDuration(result.durationMs / 1000)}${result.encrypted ? ', encrypted' : ''}\n` +
-              `sha256 ${result.sha256}\n`,
-          );
-        },
-        // A backup never changes the database it reads: no migrations here.
-        { url: opts.databaseUrl, migrate: false },
-      );
+            process.stderr.write(
+              `backup ${toStdout ? 'written to standard output' : `written to ${target}`}: ${formatBytes(result.bytes)}, ${m.tables.length} tables, ${rows} rows, ${files} files` +
+                `${m.file_errors.length ? `, ${m.file_errors.length} unreadable files (see manifest file_errors)` : ''}, ${formatDuration(result.durationMs / 1000)}${result.encrypted ? ', encrypted' : ''}\n` +
+                `sha256 ${result.sha256}\n`,
+            );
+          },
+          // A backup never changes the database it reads: no migrations here.
+          { url: opts.databaseUrl, migrate: false },
+        );
+      } finally {
+        if (!committed) await file?.abort();
+      }
     });
 }

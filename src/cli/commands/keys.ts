@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { CofferError } from '../../core/errors';
 import { createDecryptStream, createEncryptStream, generateKey, keyIdOf } from '../../crypto';
-import { createAtomicFile } from '../../storage/atomic-file';
+import { createAtomicFile } from '../../core/atomic-file';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { print, runtime } from '../runtime';
 
