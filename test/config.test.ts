@@ -74,3 +74,13 @@ describe('TRUST_PROXY', () => {
     expect(() => loadConfig({ TRUST_PROXY: value })).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringMatching(/TRUST_PROXY: must be|TRUST_PROXY: empty entry/) }));
   });
 });
+
+describe('request body timeouts', () => {
+  test('default to 60 s each and take positive milliseconds', () => {
+    expect(loadConfig({})).toMatchObject({ requestBodyTimeoutMs: 60000, uploadIdleTimeoutMs: 60000 });
+    expect(loadConfig({ REQUEST_BODY_TIMEOUT_MS: '300', UPLOAD_IDLE_TIMEOUT_MS: '500' })).toMatchObject({ requestBodyTimeoutMs: 300, uploadIdleTimeoutMs: 500 });
+    expect(() => loadConfig({ REQUEST_BODY_TIMEOUT_MS: '0', UPLOAD_IDLE_TIMEOUT_MS: 'soon' })).toThrow(
+      expect.objectContaining({ message: expect.stringMatching(/REQUEST_BODY_TIMEOUT_MS.*UPLOAD_IDLE_TIMEOUT_MS/) }),
+    );
+  });
+});

@@ -63,6 +63,8 @@ const schema = z.object({
   BACKUP_KEY: z.string().optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
   UPLOAD_MAX_BYTES: z.coerce.number().int().positive().default(100 * 1024 * 1024),
+  REQUEST_BODY_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
+  UPLOAD_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
   SESSION_TTL_HOURS: z.coerce.number().positive().default(24 * 14),
   COOKIE_SECURE: z.enum(['auto', 'true', 'false']).default('auto'),
   TRUST_PROXY: z
@@ -98,6 +100,10 @@ export interface Config {
   /** Whether LOG_LEVEL was set (CLI commands are quiet by default otherwise). */
   logLevelExplicit: boolean;
   uploadMaxBytes: number;
+  /** REQUEST_BODY_TIMEOUT_MS: the whole body of an ordinary request must arrive within this. */
+  requestBodyTimeoutMs: number;
+  /** UPLOAD_IDLE_TIMEOUT_MS: an upload may not stall longer than this. */
+  uploadIdleTimeoutMs: number;
   sessionTtlMs: number;
   cookieSecure: 'auto' | boolean;
   /** TRUST_PROXY: false, a hop count (true is 1), or proxy addresses/CIDRs/names; never "all". */
@@ -135,6 +141,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     logLevel: v.LOG_LEVEL,
     logLevelExplicit: input.LOG_LEVEL !== undefined,
     uploadMaxBytes: v.UPLOAD_MAX_BYTES,
+    requestBodyTimeoutMs: v.REQUEST_BODY_TIMEOUT_MS,
+    uploadIdleTimeoutMs: v.UPLOAD_IDLE_TIMEOUT_MS,
     sessionTtlMs: v.SESSION_TTL_HOURS * 3600_000,
     cookieSecure: v.COOKIE_SECURE === 'auto' ? 'auto' : v.COOKIE_SECURE === 'true',
     trustProxy: v.TRUST_PROXY,

@@ -42,7 +42,9 @@ export async function startServer(config: Config, log: Logger, hooks: { beforeLi
     await hooks.beforeListen?.(db);
     const app = createApp({ config, pool: db.pool, log, serverVersion: db.serverVersion });
     server = http.createServer(app);
-    // Backups stream for minutes: no request timeout; idle keep-alive sockets still close.
+    // Node's requestTimeout would cut long uploads: the body timeouts are per request instead
+    // (bodyTimeouts in app.ts: a deadline for ordinary bodies, an idle limit for uploads). Responses,
+    // such as a backup streaming for minutes, are not timed; headersTimeout still bounds the headers.
     server.requestTimeout = 0;
     const addr = await listen(server, config.port, config.host);
     const host = addr.address.includes(':') ? `[${addr.address}]` : addr.address;
