@@ -4,14 +4,14 @@ import { CofferError } from '../../core/errors';
 import { DEFAULT_COMPRESSION_LEVEL, startBackup, type BackupProgress } from '../../pipeline/backup';
 import { archiveFileName } from '../../pipeline/names';
 import { createAtomicFile } from '../../core/atomic-file';
+import { resolveDatabaseUrl, withDatabaseUrlOptions, type DatabaseUrlOptions } from '../database-url';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
 import { cliActor, runtime, withDatabase } from '../runtime';
 
-interface BackupOptions extends KeyOptions {
+interface BackupOptions extends KeyOptions, DatabaseUrlOptions {
   output?: string;
   compressionLevel?: string;
-  databaseUrl?: string;
 }
 
 function describeProgress(p: BackupProgress, startedAt: number, expected?: number): string {
@@ -27,13 +27,13 @@ function describeProgress(p: BackupProgress, startedAt: number, expected?: numbe
 }
 
 export function registerBackup(program: Command): void {
-  withKeyOptions(program.command('backup'))
+  withDatabaseUrlOptions(withKeyOptions(program.command('backup')), 'database to back up')
     .description('write a backup archive (zip, or .zip.crypt when a key is given) directly from the database')
     .option('-o, --output <file>', "archive file, or '-' for standard output (default: backup-<UTC time>.zip in the current folder)")
-    .option('--database-url <url>', 'database to back up (default: DATABASE_URL or the embedded server)')
     .option('--compression-level <n>', `deflate level 0-9 for what is not already compressed (default ${DEFAULT_COMPRESSION_LEVEL}: fast)`)
     .action(async (opts: BackupOptions) => {
       const rt = runtime({ quietByDefault: true });
+      const databaseUrl = resolveDatabaseUrl(opts);
       const level = opts.compressionLevel === undefined ? undefined : Number(opts.compressionLevel);
       if (level !== undefined && !(Number.isInteger(level) && level >= 0 && level <= 9)) {
         throw new CofferError('E_USAGE', '--compression-level must be a whole number from 0 to 9');
@@ -89,7 +89,7 @@ export function registerBackup(program: Command): void {
             );
           },
           // A backup never changes the database it reads: no migrations here.
-          { url: opts.databaseUrl, migrate: false },
+          { url: databaseUrl, migrate: false },
         );
       } finally {
         if (!committed) await file?.abort();
