@@ -27,6 +27,10 @@ export function bodyTimeouts(t: BodyTimeouts): RequestHandler {
       if (done) return;
       done = true;
       if (timer) clearTimeout(timer);
+      // The socket outlives the request (keep-alive): leave nothing attached to it.
+      socket.off('close', finish);
+      req.off('end', finish);
+      req.off('close', finish);
       if (upload) {
         req.off('timeout', onIdle);
         socket.setTimeout(0);

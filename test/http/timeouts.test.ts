@@ -5,6 +5,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from '../support/app';
 import { readZip } from '../support/zip';
+import { createApp } from '../../src/http/app';
+import { silentLogger } from '../../src/log';
 
 const TIMEOUT_MS = 300;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -89,6 +91,37 @@ describe('request body timeouts', () => {
     expect(r.closedAfterMs!).toBeLessThan(TIMEOUT_MS + 1500);
     expect(r.response).toMatch(/^HTTP\/1\.1 408 /);
     expect(r.response).toContain('"code":"E_REQUEST_TIMEOUT"');
+  });
+
+  test('many requests on one keep-alive connection leave no listeners behind on its socket', async () => {
+    // The same app as the harness's, on a server whose sockets the test can see.
+    const server = http.createServer(createApp({ config: app.config, pool: app.db.pool, log: silentLogger(), serverVersion: 'test' }));
+    const sockets: net.Socket[] = [];
+    server.on('connection', (s) => sockets.push(s));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const listeners: number[] = [];
+    try {
+      for (let i = 0; i < 15; i++) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = http.request({ host: '127.0.0.1', port, path: '/api/v1/projects', method: 'POST', agent, headers: { authorization: `Bearer ${user.token}`, 'content-type': 'application/json' } }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          });
+          req.on('error', reject);
+          req.end(JSON.stringify({ name: `p${i}` }));
+        });
+        expect(status).toBe(201);
+        listeners.push(sockets[0].listenerCount('close') + sockets[0].listenerCount('timeout'));
+      }
+    } finally {
+      agent.destroy();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+    expect(sockets).toHaveLength(1);
+    expect(listeners[14]).toBe(listeners[0]);
   });
 
   test('a slow but steady upload, longer than the body timeout, is accepted', async () => {
