@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { runningServer, startEmbedded } from '../src/db/embedded';
+import { startEmbedded } from '../src/db/embedded';
 import { silentLogger } from '../src/log';
 import type { CliRun } from './support/cli';
 
@@ -35,7 +35,9 @@ describe('embedded PostgreSQL environment', () => {
       }
     }
     try {
-      const pid = runningServer(path.join(dataDir, 'pg'))!.pid;
+      // The postmaster's pid is the first line of postmaster.pid (its "ready" line may come a moment later).
+      const pid = Number(fs.readFileSync(path.join(dataDir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0]);
+      expect(pid).toBeGreaterThan(0);
       const environ = fs.readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
       // What a database superuser can read through SQL: a backend inherits the postmaster's environment.
       const client = new pg.Client({ connectionString: server.url });
