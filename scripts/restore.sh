@@ -26,7 +26,10 @@ Options (passed on to coffer restore):
   --key-file PATH      AES-256 key file (as written by `coffer keygen`), for an encrypted archive
   --key -              read the AES-256 key from standard input (prompted on a terminal)
   --passphrase         the archive is encrypted with a passphrase (prompted on a terminal)
-  --database-url URL   restore into another database than the deployment's DATABASE_URL
+  --database-url URL   restore into another database than the deployment's DATABASE_URL (a password
+                       in it shows in ps: prefer --database-url-file)
+  --database-url-file PATH
+                       the same, with the URL read from a file (its first line)
   --skip-files         restore only the database
   --skip-database      restore only the upload folders
   --force              accept an archive from a newer coffer build, or one missing tables
@@ -66,6 +69,7 @@ dc() { "${compose[@]}" -f "$compose_file" "$@"; }
 # ---- arguments ---------------------------------------------------------------------------------
 archive=''
 key_file=''
+url_file=''
 assume_yes=0
 skip_files=0
 skip_database=0
@@ -83,6 +87,12 @@ while (($# > 0)); do
       shift
       ;;
     --key-file=*) key_file=${1#--key-file=} ;;
+    --database-url-file)
+      (($# >= 2)) || refuse '--database-url-file needs a path'
+      url_file=$2
+      shift
+      ;;
+    --database-url-file=*) url_file=${1#--database-url-file=} ;;
     --key | --database-url)
       (($# >= 2)) || refuse "$1 needs a value"
       restore_args+=("$1" "$2")
@@ -125,6 +135,10 @@ abs_archive=$(host_path 'archive' "$archive")
 abs_key=''
 if [[ -n $key_file ]]; then
   abs_key=$(host_path 'key file' "$key_file")
+fi
+abs_url_file=''
+if [[ -n $url_file ]]; then
+  abs_url_file=$(host_path 'database URL file' "$url_file")
 fi
 [[ -f $compose_file ]] || refuse "compose file not found: $compose_file"
 command -v "${compose[0]}" >/dev/null 2>&1 || refuse "${compose[0]} not found (set COMPOSE to the compose command)"
@@ -205,6 +219,12 @@ if [[ -n $abs_key ]]; then
   mounts+=(-v "$handed_over:/restore/key:ro")
   readable+=(/restore/key)
   restore_args+=(--key-file /restore/key)
+fi
+if [[ -n $abs_url_file ]]; then
+  hand_over "$abs_url_file" database-url
+  mounts+=(-v "$handed_over:/restore/database-url:ro")
+  readable+=(/restore/database-url)
+  restore_args+=(--database-url-file /restore/database-url)
 fi
 
 # Standard input stays attached (for --key - or --passphrase); a pseudo-terminal only when there is one.

@@ -50,3 +50,37 @@ describe('config', () => {
     expect(c.backupDisabledReason).toBe('BACKUP_KEY is not set');
   });
 });
+
+describe('TRUST_PROXY', () => {
+  test.each([
+    ['false', false],
+    ['0', false],
+    ['true', 1],
+    ['1', 1],
+    ['2', 2],
+    ['loopback', ['loopback']],
+    ['10.0.0.1, 10.0.0.0/8,uniquelocal', ['10.0.0.1', '10.0.0.0/8', 'uniquelocal']],
+    ['fd00::/8', ['fd00::/8']],
+    ['10.0.0.0/255.0.0.0', ['10.0.0.0/255.0.0.0']],
+  ])('%s is read as %p', (value, expected) => {
+    expect(loadConfig({ TRUST_PROXY: value }).trustProxy).toEqual(expected);
+  });
+
+  test('unset means no proxy is trusted', () => {
+    expect(loadConfig({}).trustProxy).toBe(false);
+  });
+
+  test.each(['all', 'yes', '-1', '10.0.0.0/33', '10.0.0.0/8,', 'proxy.example.com', '1.5'])('%s is refused with a config error naming TRUST_PROXY', (value) => {
+    expect(() => loadConfig({ TRUST_PROXY: value })).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringMatching(/TRUST_PROXY: must be|TRUST_PROXY: empty entry/) }));
+  });
+});
+
+describe('request body timeouts', () => {
+  test('default to 60 s each and take positive milliseconds', () => {
+    expect(loadConfig({})).toMatchObject({ requestBodyTimeoutMs: 60000, uploadIdleTimeoutMs: 60000 });
+    expect(loadConfig({ REQUEST_BODY_TIMEOUT_MS: '300', UPLOAD_IDLE_TIMEOUT_MS: '500' })).toMatchObject({ requestBodyTimeoutMs: 300, uploadIdleTimeoutMs: 500 });
+    expect(() => loadConfig({ REQUEST_BODY_TIMEOUT_MS: '0', UPLOAD_IDLE_TIMEOUT_MS: 'soon' })).toThrow(
+      expect.objectContaining({ message: expect.stringMatching(/REQUEST_BODY_TIMEOUT_MS.*UPLOAD_IDLE_TIMEOUT_MS/) }),
+    );
+  });
+});

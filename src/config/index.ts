@@ -1,3 +1,4 @@
+import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { CofferError } from '../core/errors';
@@ -8,6 +9,46 @@ export { Secret } from './secret';
 export const MIN_BACKUP_KEY_LENGTH = 20;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Names express's `trust proxy` understands for groups of addresses. */
+const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+function isProxyAddress(item: string): boolean {
+  if (PROXY_NAMES.includes(item)) return true;
+  const [addr, mask, ...rest] = item.split('/');
+  const family = net.isIP(addr);
+  if (!family || rest.length) return false;
+  if (mask === undefined) return true;
+  if (/^\d{1,3}$/.test(mask)) return Number(mask) <= (family === 4 ? 32 : 128);
+  // An IPv4 netmask (255.255.0.0) as express accepts it.
+  return family === 4 && net.isIPv4(mask);
+}
+
+/**
+ * TRUST_PROXY: how many proxy hops, or which proxy addresses, to believe X-Forwarded-For from. Never
+ * "every hop": then the client picks its own address and rate limits count nothing. `true` is one hop
+ * (one reverse proxy in front), `false` none. Returns the value for express, or what is wrong.
+ */
+export function parseTrustProxy(value: string): TrustProxy | string {
+  const v = value.trim().toLowerCase();
+  if (v === 'false' || v === '0') return false;
+  if (v === 'true') return 1;
+  if (/^\d+$/.test(v)) {
+    const hops = Number(v);
+    return hops <= 100 ? hops : 'a hop count must be at most 100';
+  }
+  const items = v.split(',').map((i) => i.trim());
+  if (items.some((i) => i === '')) return 'empty entry in the list';
+  const bad = items.filter((i) => !isProxyAddress(i));
+  if (bad.length) {
+    // Proxy addresses are not secret: naming the entry helps.
+    return `must be true, false, a hop count, or a comma-separated list of proxy addresses, CIDRs or loopback/linklocal/uniquelocal (not ${bad.map((b) => JSON.stringify(b)).join(', ')})`;
+  }
+  return items;
+}
+
+/** What express's `trust proxy` gets: no hops, a hop count, or the proxy addresses to trust. */
+export type TrustProxy = false | number | string[];
 
 const schema = z.object({
   DATABASE_URL: z
@@ -22,9 +63,22 @@ const schema = z.object({
   BACKUP_KEY: z.string().optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
   UPLOAD_MAX_BYTES: z.coerce.number().int().positive().default(100 * 1024 * 1024),
+  REQUEST_BODY_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
+  UPLOAD_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
   SESSION_TTL_HOURS: z.coerce.number().positive().default(24 * 14),
   COOKIE_SECURE: z.enum(['auto', 'true', 'false']).default('auto'),
-  TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  TRUST_PROXY: z
+    .string()
+    .trim()
+    .default('false')
+    .transform((v, ctx) => {
+      const parsed = parseTrustProxy(v);
+      if (typeof parsed === 'string') {
+        ctx.addIssue({ code: 'custom', message: parsed });
+        return z.NEVER;
+      }
+      return parsed;
+    }),
   COFFER_AES_KEY: z.string().optional(),
   USER: z.string().trim().min(1).max(200).optional(),
 });
@@ -46,9 +100,14 @@ export interface Config {
   /** Whether LOG_LEVEL was set (CLI commands are quiet by default otherwise). */
   logLevelExplicit: boolean;
   uploadMaxBytes: number;
+  /** REQUEST_BODY_TIMEOUT_MS: the whole body of an ordinary request must arrive within this. */
+  requestBodyTimeoutMs: number;
+  /** UPLOAD_IDLE_TIMEOUT_MS: an upload may not stall longer than this. */
+  uploadIdleTimeoutMs: number;
   sessionTtlMs: number;
   cookieSecure: 'auto' | boolean;
-  trustProxy: boolean;
+  /** TRUST_PROXY: false, a hop count (true is 1), or proxy addresses/CIDRs/names; never "all". */
+  trustProxy: TrustProxy;
   /** COFFER_AES_KEY: a raw archive key (hex or base64) for the CLI's encrypt/decrypt paths. */
   aesKey?: Secret;
   /** USER: who runs CLI commands, for backup_log (falls back to the OS account). */
@@ -82,9 +141,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     logLevel: v.LOG_LEVEL,
     logLevelExplicit: input.LOG_LEVEL !== undefined,
     uploadMaxBytes: v.UPLOAD_MAX_BYTES,
+    requestBodyTimeoutMs: v.REQUEST_BODY_TIMEOUT_MS,
+    uploadIdleTimeoutMs: v.UPLOAD_IDLE_TIMEOUT_MS,
     sessionTtlMs: v.SESSION_TTL_HOURS * 3600_000,
     cookieSecure: v.COOKIE_SECURE === 'auto' ? 'auto' : v.COOKIE_SECURE === 'true',
-    trustProxy: v.TRUST_PROXY === 'true',
+    trustProxy: v.TRUST_PROXY,
   };
   if (v.DATABASE_URL) config.databaseUrl = new Secret(v.DATABASE_URL);
   if (v.USER) config.operator = v.USER;
@@ -97,4 +158,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     config.backupKey = new Secret(v.BACKUP_KEY);
   }
   return config;
+}
+
+/** Variables a child process such as PostgreSQL may see: locale, time zone and PATH, nothing else. */
+const CHILD_VARIABLE = /^(PATH|LANG|LANGUAGE|LC_[A-Z]+|TZ|PGTZ)$/;
+
+/**
+ * The environment for the embedded PostgreSQL (initdb, postgres): a child would otherwise inherit
+ * coffer's whole environment, secrets included, readable in /proc/<pid>/environ and, through
+ * pg_read_binary_file, by a database superuser.
+ */
+export function childProcessEnvironment(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) if (value !== undefined && CHILD_VARIABLE.test(name)) out[name] = value;
+  return out;
 }

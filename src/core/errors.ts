@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   E_CONFLICT: { exit: 5, http: 409 },
   E_PAYLOAD_TOO_LARGE: { exit: 2, http: 413 },
   E_UNSUPPORTED_MEDIA_TYPE: { exit: 2, http: 415 },
+  E_REQUEST_TIMEOUT: { exit: 2, http: 408 },
   // auth
   E_UNAUTHENTICATED: { exit: 6, http: 401 },
   E_FORBIDDEN: { exit: 6, http: 403 },

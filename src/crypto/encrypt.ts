@@ -3,10 +3,10 @@
  * AES-256-GCM under a STREAM nonce.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, unlink } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createAtomicFile } from '../core/atomic-file';
 import { CofferError } from '../core/errors';
 import { type ChunkContext, sealChunk, tooManyChunks } from './chunk';
 import {
@@ -150,12 +150,12 @@ export async function createEncryptStream(source: KeySource, opts: EncryptOption
  */
 export async function encryptFile(inPath: string, outPath: string, source: KeySource): Promise<void> {
   const encrypt = await createEncryptStream(source);
-  const partial = `${outPath}.partial`;
+  const out = createAtomicFile(outPath);
   try {
-    await pipeline(createReadStream(inPath), encrypt, createWriteStream(partial));
-    await rename(partial, outPath);
+    await pipeline(createReadStream(inPath), encrypt, out.stream);
+    await out.commit();
   } catch (err) {
-    await unlink(partial).catch(() => undefined);
+    await out.abort();
     throw err;
   }
 }

@@ -1,10 +1,12 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { childProcessEnvironment } from '../config';
+import { writeFileAtomic, writeFileExclusive } from '../core/atomic-file';
 import { CofferError, errorMessage } from '../core/errors';
 import type { Logger } from '../log';
 
@@ -16,6 +18,9 @@ import type { Logger } from '../log';
  */
 
 const SUPERUSER = 'coffer';
+
+/** The OS user PostgreSQL runs as, when coffer runs as root. */
+type RunAs = { uid: number; gid: number } | undefined;
 const PASSWORD_FILE = 'coffer-password';
 
 export interface EmbeddedServer {
@@ -47,38 +52,185 @@ export function reachableByOthers(dir: string): boolean {
   }
 }
 
+const COPY_PREFIX = 'coffer-embedded-pg-';
+
+interface PackageEntry {
+  /** Relative to the package's `native` folder; '' is the folder itself. */
+  rel: string;
+  kind: 'dir' | 'file' | 'link';
+  size: number;
+  sha256: string;
+  link: string;
+}
+
+function sha256Of(file: string): string {
+  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+let packageEntries: { native: string; entries: PackageEntry[] } | undefined;
+
+/** Every folder, file and link of the package's binaries, with size and sha256 of each file. */
+function listPackage(native: string): PackageEntry[] {
+  if (packageEntries?.native === native) return packageEntries.entries;
+  const entries: PackageEntry[] = [];
+  const walk = (rel: string) => {
+    const abs = path.join(native, rel);
+    const st = fs.lstatSync(abs);
+    if (st.isSymbolicLink()) entries.push({ rel, kind: 'link', size: 0, sha256: '', link: fs.readlinkSync(abs) });
+    else if (st.isDirectory()) {
+      entries.push({ rel, kind: 'dir', size: 0, sha256: '', link: '' });
+      for (const name of fs.readdirSync(abs).sort()) walk(path.join(rel, name));
+    } else if (st.isFile()) entries.push({ rel, kind: 'file', size: st.size, sha256: sha256Of(abs), link: '' });
+  };
+  walk('');
+  packageEntries = { native, entries };
+  return entries;
+}
+
+/**
+ * Why `dir` is not an intact copy of the package that only the running user controls, or undefined
+ * when it is: a real folder (not a link), every entry owned by us and writable by nobody else, no
+ * entry more or less than the package has, every file of the same size and sha256, every link the same.
+ */
+function copyProblem(dir: string, entries: PackageEntry[]): string | undefined {
+  const uid = process.getuid?.() ?? -1;
+  let top: fs.Stats;
+  try {
+    top = fs.lstatSync(dir);
+  } catch (err) {
+    return errorMessage(err);
+  }
+  if (!top.isDirectory()) return 'not a folder';
+  if (top.uid !== uid) return `owned by uid ${top.uid}`;
+  // 0755 exactly: a copy still being written (0700) is not taken either.
+  if ((top.mode & 0o777) !== 0o755) return `mode ${(top.mode & 0o777).toString(8)}`;
+  const expected = new Map(entries.map((e) => [e.rel, e]));
+  const seen = new Set<string>();
+  const check = (rel: string): string | undefined => {
+    const abs = path.join(dir, rel);
+    const want = expected.get(rel);
+    if (!want) return `${rel} is not in the package`;
+    seen.add(rel);
+    const st = fs.lstatSync(abs);
+    if (st.uid !== uid) return `${rel} is owned by uid ${st.uid}`;
+    if (want.kind === 'link') {
+      if (!st.isSymbolicLink() || fs.readlinkSync(abs) !== want.link) return `${rel} differs from the package`;
+      return undefined;
+    }
+    if ((st.mode & 0o022) !== 0) return `${rel} is writable by group or others`;
+    if (want.kind === 'dir') {
+      if (!st.isDirectory()) return `${rel} differs from the package`;
+      for (const name of fs.readdirSync(abs)) {
+        const problem = check(path.join(rel, name));
+        if (problem) return problem;
+      }
+      return undefined;
+    }
+    if (!st.isFile() || st.size !== want.size || sha256Of(abs) !== want.sha256) return `${rel} differs from the package`;
+    return undefined;
+  };
+  try {
+    const problem = check('');
+    if (problem) return problem;
+  } catch (err) {
+    return errorMessage(err);
+  }
+  for (const e of entries) if (!seen.has(e.rel)) return `${e.rel || '.'} is missing`;
+  return undefined;
+}
+
+/** A new copy of the package in a folder only we can enter while it is written, then opened up (0755). */
+function copyPackage(native: string, entries: PackageEntry[], base: string, version: string): string {
+  const dir = fs.mkdtempSync(path.join(base, `${COPY_PREFIX}${version}.`));
+  try {
+    for (const e of entries) {
+      if (e.rel === '') continue;
+      const to = path.join(dir, e.rel);
+      if (e.kind === 'dir') fs.mkdirSync(to, { mode: 0o755 });
+      else if (e.kind === 'link') fs.symlinkSync(e.link, to);
+      else {
+        fs.copyFileSync(path.join(native, e.rel), to, fs.constants.COPYFILE_EXCL);
+        // Readable (and, for programs, runnable) by the postgres user; writable by us alone.
+        fs.chmodSync(to, (fs.statSync(path.join(native, e.rel)).mode & 0o111 ? 0o755 : 0o644));
+      }
+      if (e.kind === 'dir') fs.chmodSync(to, 0o755);
+    }
+    fs.chmodSync(dir, 0o755);
+    const problem = copyProblem(dir, entries);
+    if (problem) throw new Error(`the copy does not match the package: ${problem}`);
+    return dir;
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw new CofferError('E_DATABASE_UNAVAILABLE', `could not copy the embedded PostgreSQL binaries to ${base}: ${errorMessage(err)}`);
+  }
+}
+
 let cachedBinDir: string | undefined;
 
 /**
  * The folder of the PostgreSQL binaries. Run as root, PostgreSQL runs as the `postgres` user, which
  * must be able to reach the binaries, their libraries and share files: a checkout inside a private
  * folder (mode 0700, as /root or a mktemp folder) is out of its reach. The binaries are then copied
- * once to a root-owned, world-readable folder in the temp folder and run from there.
+ * to a root-owned, world-readable folder in the temp folder and run from there. Because that folder
+ * is shared with other users, an existing copy is used only when it is ours alone and identical to
+ * the package, file by file; anything else (a folder planted by another user, a link, a writable or
+ * altered copy) is ignored and a fresh private copy made.
  */
-function binDir(asOtherUser: boolean): string {
+function binDir(asOtherUser: boolean, log: Logger): string {
   if (cachedBinDir) return cachedBinDir;
   const pkg = packageDir();
   const native = path.join(pkg, 'native');
   if (!asOtherUser || reachableByOthers(native)) return (cachedBinDir = path.join(native, 'bin'));
+  const base = os.tmpdir();
   const version = (JSON.parse(fs.readFileSync(path.join(pkg, 'package.json'), 'utf8')) as { version: string }).version;
-  const shared = path.join(os.tmpdir(), `coffer-embedded-pg-${version}`);
-  if (!fs.existsSync(path.join(shared, '.complete'))) {
-    const staging = `${shared}.${process.pid}.${randomBytes(4).toString('hex')}`;
-    fs.cpSync(native, staging, { recursive: true, verbatimSymlinks: true });
-    fs.chmodSync(staging, 0o755);
-    fs.writeFileSync(path.join(staging, '.complete'), '');
+  const entries = listPackage(native);
+  const shared = path.join(base, `${COPY_PREFIX}${version}`);
+  let earlier: string[] = [];
+  try {
+    earlier = fs.readdirSync(base).filter((n) => n.startsWith(`${COPY_PREFIX}${version}.`)).sort().map((n) => path.join(base, n));
+  } catch {
+    // an unreadable base folder: make a copy (which reports the problem)
+  }
+  let chosen: string | undefined;
+  for (const candidate of [shared, ...earlier]) {
+    if (!exists(candidate)) continue;
+    const problem = copyProblem(candidate, entries);
+    if (!problem) {
+      chosen = candidate;
+      break;
+    }
+    log.warn({ folder: candidate, problem }, 'not using this copy of the PostgreSQL binaries: it is not an intact copy only coffer can change');
+  }
+  if (!chosen) {
+    const fresh = copyPackage(native, entries, base, version);
+    chosen = fresh;
     try {
-      fs.renameSync(staging, shared);
+      // The usual name, for the next run; it fails when the name is taken (then our own name serves).
+      fs.renameSync(fresh, shared);
+      chosen = shared;
     } catch {
-      // Another process copied it first: use theirs.
-      fs.rmSync(staging, { recursive: true, force: true });
+      if (!copyProblem(shared, entries)) {
+        // Another coffer process made it first: use theirs.
+        fs.rmSync(fresh, { recursive: true, force: true });
+        chosen = shared;
+      }
     }
   }
-  return (cachedBinDir = path.join(shared, 'bin'));
+  return (cachedBinDir = path.join(chosen, 'bin'));
+}
+
+/** Whether anything (a dangling link included) is at `p`. */
+function exists(p: string): boolean {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** As root, PostgreSQL must run as another user: the `postgres` account, created if missing. */
-function runAsIds(): { uid: number; gid: number } | undefined {
+function runAsIds(): RunAs {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
   const lookup = () => {
     const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
@@ -144,22 +296,19 @@ function ensureWritableDir(dir: string): void {
   }
 }
 
-async function initialise(pgDir: string, ids: { uid: number; gid: number } | undefined, log: Logger): Promise<void> {
+async function initialise(pgDir: string, ids: RunAs, log: Logger): Promise<void> {
   const password = randomBytes(24).toString('base64url');
   const parent = path.dirname(pgDir);
-  const pwFile = path.join(parent, PASSWORD_FILE);
-  fs.writeFileSync(pwFile, password + '\n', { mode: 0o600 });
+  // Written new and renamed into place: never through a file or link someone left at the name.
+  writeFileAtomic(path.join(parent, PASSWORD_FILE), password + '\n', { mode: 0o600, partialName: 'unique' });
   fs.mkdirSync(pgDir, { recursive: true, mode: 0o700 });
-  if (ids) {
-    fs.chownSync(pgDir, ids.uid, ids.gid);
-    // initdb reads the password file as the postgres user; a private copy inside pgDir keeps it out of reach of others.
-  }
+  if (ids) fs.chownSync(pgDir, ids.uid, ids.gid);
+  // initdb reads the password from a file, as the postgres user: a new private file handed to it.
   const tmpPw = path.join(os.tmpdir(), `coffer-initdb-${randomBytes(6).toString('hex')}`);
-  fs.writeFileSync(tmpPw, password + '\n', { mode: 0o600 });
-  if (ids) fs.chownSync(tmpPw, ids.uid, ids.gid);
+  writeFileExclusive(tmpPw, password + '\n', { mode: 0o600, owner: ids });
   log.info({ dataDir: pgDir }, 'initialising embedded PostgreSQL data folder');
   try {
-    await runToEnd(path.join(binDir(!!ids), 'initdb'), [
+    await runToEnd(path.join(binDir(!!ids, log), 'initdb'), [
       `--pgdata=${pgDir}`,
       '--auth=scram-sha-256',
       `--username=${SUPERUSER}`,
@@ -173,9 +322,14 @@ async function initialise(pgDir: string, ids: { uid: number; gid: number } | und
   }
 }
 
-function runToEnd(cmd: string, args: string[], ids: { uid: number; gid: number } | undefined): Promise<void> {
+/** PostgreSQL's environment: locale, time zone and PATH only, never coffer's secrets. */
+function postgresEnv(): Record<string, string> {
+  return { ...childProcessEnvironment(), LC_ALL: 'C' };
+}
+
+function runToEnd(cmd: string, args: string[], ids: RunAs): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { ...ids, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    const child = spawn(cmd, args, { ...ids, stdio: ['ignore', 'pipe', 'pipe'], env: postgresEnv() });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -253,7 +407,7 @@ export async function startEmbedded(dataDir: string, log: Logger, opts: { port?:
   }
 }
 
-function launch(pgDir: string, port: number, ids: { uid: number; gid: number } | undefined, log: Logger): Promise<ChildProcess> {
+function launch(pgDir: string, port: number, ids: RunAs, log: Logger): Promise<ChildProcess> {
   const args = [
     '-D', pgDir,
     '-p', String(port),
@@ -265,10 +419,10 @@ function launch(pgDir: string, port: number, ids: { uid: number; gid: number } |
     '-c', 'logging_collector=off',
   ];
   return new Promise((resolve, reject) => {
-    const child = spawn(path.join(binDir(!!ids), 'postgres'), args, {
+    const child = spawn(path.join(binDir(!!ids, log), 'postgres'), args, {
       ...ids,
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, LC_ALL: 'C' },
+      env: postgresEnv(),
       detached: false,
     });
     let recent = '';

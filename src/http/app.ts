@@ -4,6 +4,7 @@ import { CofferError } from '../core/errors';
 import { authenticate } from './auth';
 import type { AppContext } from './context';
 import { errorHandler } from './errors';
+import { bodyTimeouts } from './timeouts';
 import { authRoutes } from './routes/auth';
 import { healthRoutes } from './routes/health';
 import { projectRoutes } from './routes/projects';
@@ -26,6 +27,7 @@ export function createApp(ctx: AppContext): Express {
     });
     next();
   });
+  app.use(bodyTimeouts({ bodyMs: ctx.config.requestBodyTimeoutMs, uploadIdleMs: ctx.config.uploadIdleTimeoutMs }));
   app.use(express.json({ limit: '1mb' }));
   app.use(authenticate(ctx));
 

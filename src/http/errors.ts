@@ -1,4 +1,4 @@
-import type { ErrorRequestHandler, Request } from 'express';
+import type { ErrorRequestHandler, Request, Response } from 'express';
 import { CofferError, isCofferError } from '../core/errors';
 
 type Mapped = { status: number; code: string; message: string; expected: boolean };
@@ -15,6 +15,7 @@ export function toHttpError(err: unknown): Mapped {
   const e = err as { type?: string; status?: number; expose?: boolean; errno?: number; message?: string };
   if (e?.type === 'entity.parse.failed') return { status: 400, code: 'E_VALIDATION', message: 'request body is not valid JSON', expected: true };
   if (e?.type === 'entity.too.large') return { status: 413, code: 'E_PAYLOAD_TOO_LARGE', message: 'request body is too large', expected: true };
+  if (e?.type === 'request.aborted') return { status: 400, code: 'E_ABORTED', message: 'the client closed the request before its body was in', expected: true };
   if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return { status: 415, code: 'E_UNSUPPORTED_MEDIA_TYPE', message: 'unsupported request encoding', expected: true };
   // The body parser's own 4xx errors (http-errors, `expose`): a Content-Encoding body that does not
   // decompress carries zlib's errno, the rest (aborted, wrong length) are the client's too.
@@ -43,8 +44,14 @@ export const errorHandler: ErrorRequestHandler = (err, req: Request, res, _next)
     res.destroy();
     return;
   }
+  sendError(res, err);
+};
+
+/** Writes the JSON answer for an error (headers not sent yet): `{code, message}` with its status. */
+export function sendError(res: Response, err: unknown): void {
+  const mapped = toHttpError(err);
   if (err instanceof CofferError && err.code === 'E_RATE_LIMITED' && typeof err.details?.retryAfter === 'number') {
     res.setHeader('Retry-After', String(err.details.retryAfter));
   }
   res.status(mapped.status).json({ code: mapped.code, message: mapped.message });
-};
+}

@@ -1,11 +1,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config';
-import { CofferError } from '../core/errors';
+import { CofferError, errorMessage } from '../core/errors';
 import { openDatabase, type Database } from '../db/connect';
 import { migrate } from '../db/migrate';
 import type { Logger } from '../log';
 import { repairAfterCrash } from '../pipeline/restore';
+import { sweepRateLimits, SWEEP_INTERVAL_MS } from '../accounts/rate-limit';
 import { createApp } from './app';
 
 export interface RunningServer {
@@ -42,17 +43,30 @@ export async function startServer(config: Config, log: Logger, hooks: { beforeLi
     await hooks.beforeListen?.(db);
     const app = createApp({ config, pool: db.pool, log, serverVersion: db.serverVersion });
     server = http.createServer(app);
-    // Backups stream for minutes: no request timeout; idle keep-alive sockets still close.
+    // Node's requestTimeout would cut long uploads: the body timeouts are per request instead
+    // (bodyTimeouts in app.ts: a deadline for ordinary bodies, an idle limit for uploads). Responses,
+    // such as a backup streaming for minutes, are not timed; headersTimeout still bounds the headers.
     server.requestTimeout = 0;
     const addr = await listen(server, config.port, config.host);
     const host = addr.address.includes(':') ? `[${addr.address}]` : addr.address;
     const url = `http://${host}:${addr.port}`;
     log.info({ url, database: db.description, postgres: db.serverVersion, ms: Date.now() - started }, `coffer listening on ${url}`);
+    const sweep = () =>
+      sweepRateLimits(db.pool).then(
+        (n) => n && log.debug({ removed: n }, 'expired rate-limit rows removed'),
+        (err) => log.warn({ err: errorMessage(err) }, 'could not remove expired rate-limit rows'),
+      );
+    // Once at start (rows left while the service was down), then periodically; never keeps the process up.
+    let sweeping = sweep();
+    const sweeper = setInterval(() => (sweeping = sweep()), SWEEP_INTERVAL_MS);
+    sweeper.unref();
     const srv = server;
     return {
       url,
       db,
       async close() {
+        clearInterval(sweeper);
+        await sweeping;
         await new Promise<void>((resolve) => {
           srv.close(() => resolve());
           srv.closeIdleConnections();

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UPLOAD_FOLDERS, type ZipArchive } from '../archive';
+import { writeFileAtomic } from '../core/atomic-file';
 import { CofferError, errorMessage } from '../core/errors';
 import type { Logger } from '../log';
 
@@ -45,12 +46,8 @@ export function readJournal(dataDir: string): Journal | undefined {
 }
 
 export function writeJournal(dataDir: string, journal: Journal): void {
-  const tmp = journalPath(dataDir) + '.tmp';
-  fs.writeFileSync(tmp, JSON.stringify(journal) + '\n', { mode: 0o600 });
-  const fd = fs.openSync(tmp, 'r');
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
-  fs.renameSync(tmp, journalPath(dataDir));
+  // A unique partial name: what a crash left behind must not block the next restore.
+  writeFileAtomic(journalPath(dataDir), JSON.stringify(journal) + '\n', { mode: 0o600, partialName: 'unique' });
 }
 
 function removeJournal(dataDir: string): void {

@@ -595,6 +595,26 @@ describe('scripts/restore.sh', () => {
     expect(eq.commands.find(isRestoreRun)).toContain('/restore/key');
   });
 
+  test('mounts a readable copy of --database-url-file read-only and passes its container path, never the URL', async () => {
+    const archive = writeFile('url/backup.zip', 'zip', 0o644);
+    const url = 'postgresql://u:url-file-password@elsewhere/db';
+    const urlFile = writeFile('url/db.url', `${url}\n`, 0o600);
+    const r = await runRestore([archive, '--skip-files', '--database-url-file', urlFile]);
+    expect(r.status).toBe(0);
+    const i = r.commands.findIndex(isRestoreRun);
+    const run = r.commands[i];
+    const mount = r.calls[i].mounts.find((m) => m.dst === '/restore/database-url')!;
+    expect(mount).toMatchObject({ readOnly: true, exists: true, mode: 0o644, content: `${url}\n` });
+    expect(run.slice(run.indexOf('app'))).toEqual(['app', 'restore', '/restore/archive/backup.zip', '--yes', '--skip-files', '--database-url-file', '/restore/database-url']);
+    expect(r.commands.flat().join(' ')).not.toContain('url-file-password');
+    expect(fs.existsSync(path.dirname(mount.src))).toBe(false);
+    const eq = await runRestore([archive, `--database-url-file=${urlFile}`]);
+    expect(eq.commands.find(isRestoreRun)).toContain('/restore/database-url');
+    const missing = await runRestore([archive, '--database-url-file', path.join(path.dirname(urlFile), 'none.url')]);
+    expect(missing.status).not.toBe(0);
+    expect(missing.stderr).toContain('database URL file not found');
+  });
+
   test('passes coffer restore options through, whatever their position', async () => {
     const archive = writeFile('opts/backup.zip', 'zip');
     const r = await runRestore(['--skip-files', archive, '--force', '--database-url', 'postgresql://u:p@elsewhere/db', '--passphrase', '--yes']);

@@ -3,15 +3,15 @@ import { pipeline } from 'node:stream/promises';
 import { CofferError } from '../../core/errors';
 import { DEFAULT_COMPRESSION_LEVEL, startBackup, type BackupProgress } from '../../pipeline/backup';
 import { archiveFileName } from '../../pipeline/names';
-import { createAtomicFile } from '../../storage/atomic-file';
+import { createAtomicFile } from '../../core/atomic-file';
+import { resolveDatabaseUrl, withDatabaseUrlOptions, type DatabaseUrlOptions } from '../database-url';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
 import { cliActor, runtime, withDatabase } from '../runtime';
 
-interface BackupOptions extends KeyOptions {
+interface BackupOptions extends KeyOptions, DatabaseUrlOptions {
   output?: string;
   compressionLevel?: string;
-  databaseUrl?: string;
 }
 
 function describeProgress(p: BackupProgress, startedAt: number, expected?: number): string {
@@ -27,13 +27,13 @@ function describeProgress(p: BackupProgress, startedAt: number, expected?: numbe
 }
 
 export function registerBackup(program: Command): void {
-  withKeyOptions(program.command('backup'))
+  withDatabaseUrlOptions(withKeyOptions(program.command('backup')), 'database to back up')
     .description('write a backup archive (zip, or .zip.crypt when a key is given) directly from the database')
     .option('-o, --output <file>', "archive file, or '-' for standard output (default: backup-<UTC time>.zip in the current folder)")
-    .option('--database-url <url>', 'database to back up (default: DATABASE_URL or the embedded server)')
     .option('--compression-level <n>', `deflate level 0-9 for what is not already compressed (default ${DEFAULT_COMPRESSION_LEVEL}: fast)`)
     .action(async (opts: BackupOptions) => {
       const rt = runtime({ quietByDefault: true });
+      const databaseUrl = resolveDatabaseUrl(opts);
       const level = opts.compressionLevel === undefined ? undefined : Number(opts.compressionLevel);
       if (level !== undefined && !(Number.isInteger(level) && level >= 0 && level <= 9)) {
         throw new CofferError('E_USAGE', '--compression-level must be a whole number from 0 to 9');
@@ -44,49 +44,55 @@ export function registerBackup(program: Command): void {
       }
       const encryption = await resolveKeySource(opts, rt.config, { confirm: true });
       const target = opts.output && !toStdout ? opts.output : archiveFileName(new Date(), !!encryption);
-      await withDatabase(
-        rt,
-        async (db) => {
-          const progress = new ProgressLine();
-          const startedAt = Date.now();
-          // Known once the backup has started: the size of the previous one, for the ETA.
-          const eta: { expected?: number } = {};
-          const backup = await startBackup({
-            pool: db.pool,
-            dataDir: rt.config.dataDir,
-            log: rt.log,
-            via: 'cli',
-            actor: cliActor(rt.config),
-            encryption,
-            compressionLevel: level,
-            onProgress: (p) => progress.update(describeProgress(p, startedAt, eta.expected)),
-          });
-          eta.expected = backup.previousBytes;
-          const file = toStdout ? undefined : createAtomicFile(target);
-          try {
-            await pipeline(backup.output, file ? file.stream : process.stdout);
-          } catch (err) {
+      // Created first: a refused output file (an existing FILE.partial) stops the command before it starts a backup.
+      const file = toStdout ? undefined : createAtomicFile(target);
+      let committed = false;
+      try {
+        await withDatabase(
+          rt,
+          async (db) => {
+            const progress = new ProgressLine();
+            const startedAt = Date.now();
+            // Known once the backup has started: the size of the previous one, for the ETA.
+            const eta: { expected?: number } = {};
+            const backup = await startBackup({
+              pool: db.pool,
+              dataDir: rt.config.dataDir,
+              log: rt.log,
+              via: 'cli',
+              actor: cliActor(rt.config),
+              encryption,
+              compressionLevel: level,
+              onProgress: (p) => progress.update(describeProgress(p, startedAt, eta.expected)),
+            });
+            eta.expected = backup.previousBytes;
+            try {
+              await pipeline(backup.output, file ? file.stream : process.stdout);
+            } catch (err) {
+              progress.done();
+              backup.output.destroy();
+              await backup.result.catch(() => undefined);
+              throw err;
+            }
+            // Every byte is written; a failure now (the audit row, say) is reported but the archive stays.
+            await file?.commit();
+            committed = true;
+            const result = await backup.result;
+            const m = result.manifest;
+            const rows = m.tables.reduce((n, t) => n + t.rows, 0);
+            const files = Object.values(m.files).reduce((n, f) => n + f.files, 0);
             progress.done();
-            backup.output.destroy();
-            await file?.abort();
-            await backup.result.catch(() => undefined);
-            throw err;
-          }
-          // Every byte is written; a failure now (the audit row, say) is reported but the archive stays.
-          await file?.commit();
-          const result = await backup.result;
-          const m = result.manifest;
-          const rows = m.tables.reduce((n, t) => n + t.rows, 0);
-          const files = Object.values(m.files).reduce((n, f) => n + f.files, 0);
-          progress.done();
-          process.stderr.write(
-            `backup ${toStdout ? 'written to standard output' : `written to ${target}`}: ${formatBytes(result.bytes)}, ${m.tables.length} tables, ${rows} rows, ${files} files` +
-              `${m.file_errors.length ? `, ${m.file_errors.length} unreadable files (see manifest file_errors)` : ''}, ${formatDuration(result.durationMs / 1000)}${result.encrypted ? ', encrypted' : ''}\n` +
-              `sha256 ${result.sha256}\n`,
-          );
-        },
-        // A backup never changes the database it reads: no migrations here.
-        { url: opts.databaseUrl, migrate: false },
-      );
+            process.stderr.write(
+              `backup ${toStdout ? 'written to standard output' : `written to ${target}`}: ${formatBytes(result.bytes)}, ${m.tables.length} tables, ${rows} rows, ${files} files` +
+                `${m.file_errors.length ? `, ${m.file_errors.length} unreadable files (see manifest file_errors)` : ''}, ${formatDuration(result.durationMs / 1000)}${result.encrypted ? ', encrypted' : ''}\n` +
+                `sha256 ${result.sha256}\n`,
+            );
+          },
+          // A backup never changes the database it reads: no migrations here.
+          { url: databaseUrl, migrate: false },
+        );
+      } finally {
+        if (!committed) await file?.abort();
+      }
     });
 }

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { CofferError } from '../../core/errors';
 import { createDecryptStream, createEncryptStream, generateKey, keyIdOf } from '../../crypto';
-import { createAtomicFile } from '../../storage/atomic-file';
+import { createAtomicFile, writeFileAtomic } from '../../core/atomic-file';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { print, runtime } from '../runtime';
 
@@ -31,10 +31,18 @@ async function transformFile(input: string, output: string, transform: NodeJS.Re
 export function registerKeyCommands(program: Command): void {
   program
     .command('keygen')
-    .description('print a new random AES-256 key (hex) on standard output and its key id on standard error')
-    .action(() => {
+    .description('make a new random AES-256 key (hex): written to FILE (mode 0600) with -o, else printed on standard output; its key id goes to standard error')
+    .option('-o, --output <file>', 'write the key to this new file, readable only by you (an existing file is never overwritten)')
+    .action((opts: { output?: string }) => {
       const key = generateKey();
-      print(key.toString('hex'));
+      if (opts.output !== undefined && opts.output !== '-') {
+        // Overwriting a key could make every archive encrypted with it unreadable.
+        if (fs.lstatSync(opts.output, { throwIfNoEntry: false })) throw new CofferError('E_OUTPUT', `${opts.output} already exists; a key file is never overwritten: choose another name`);
+        writeFileAtomic(opts.output, key.toString('hex') + '\n', { mode: 0o600 });
+        process.stderr.write(`key written to ${opts.output}\n`);
+      } else {
+        print(key.toString('hex'));
+      }
       process.stderr.write(`key id: ${keyIdOf(key).toString('hex')}\n`);
     });
 

@@ -10,12 +10,12 @@ import { describeUrl } from '../../db/pool';
 import { openArchive } from '../../pipeline/open-archive';
 import { restoreArchive, type RestoreProgress } from '../../pipeline/restore';
 import { spoolName } from '../../storage/restore-files';
+import { resolveDatabaseUrl, withDatabaseUrlOptions, type DatabaseUrlOptions } from '../database-url';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
 import { cliActor, print, runtime, type Runtime } from '../runtime';
 
-interface RestoreOptions extends KeyOptions {
-  databaseUrl?: string;
+interface RestoreOptions extends KeyOptions, DatabaseUrlOptions {
   skipFiles?: boolean;
   skipDatabase?: boolean;
   force?: boolean;
@@ -72,10 +72,9 @@ function describeProgress(p: RestoreProgress, startedAt: number): string {
 }
 
 export function registerRestore(program: Command): void {
-  withKeyOptions(program.command('restore'))
+  withDatabaseUrlOptions(withKeyOptions(program.command('restore')), 'database to replace')
     .description('replace the database and upload folders with an archive, all or nothing')
     .argument('[file]', "archive (.zip or .zip.crypt), or '-' for standard input")
-    .option('--database-url <url>', 'database to replace (default: DATABASE_URL or the embedded server)')
     .option('--skip-files', 'restore only the database')
     .option('--skip-database', 'restore only the upload folders')
     .option('--force', 'restore an archive from a newer build, or one missing tables')
@@ -83,18 +82,19 @@ export function registerRestore(program: Command): void {
     .action(async (file: string | undefined, opts: RestoreOptions) => {
       if (opts.skipFiles && opts.skipDatabase) throw new CofferError('E_USAGE', '--skip-files and --skip-database together leave nothing to restore');
       const rt = runtime({ quietByDefault: true });
+      const databaseUrl = resolveDatabaseUrl(opts);
       const fromStdin = file === undefined || file === '-';
       const key = await resolveKeySource(opts, rt.config, { stdinBusy: fromStdin });
       await withArchiveFile(rt, file, async (archivePath, label) => {
         const archive = await openArchive(archivePath, key);
         try {
-          const target = opts.databaseUrl ? describeUrl(opts.databaseUrl) : rt.config.databaseUrl ? describeUrl(rt.config.databaseUrl.reveal()) : `the embedded database in ${rt.config.dataDir}`;
+          const target = databaseUrl ? describeUrl(databaseUrl) : rt.config.databaseUrl ? describeUrl(rt.config.databaseUrl.reveal()) : `the embedded database in ${rt.config.dataDir}`;
           const what = [opts.skipDatabase ? undefined : `ALL data in ${target}`, opts.skipFiles ? undefined : `the upload folders in ${rt.config.dataDir}`].filter(Boolean).join(' and ');
           if (!opts.yes && process.stdin.isTTY && process.stderr.isTTY) {
             const ok = await confirm(`This replaces ${what} with the archive from ${archive.manifest.started_at}. Type 'yes' to continue: `);
             if (!ok) throw new CofferError('E_ABORTED', 'restore cancelled; nothing was changed');
           }
-          const db = opts.skipDatabase ? undefined : await openDatabase(rt.config, rt.log, { url: opts.databaseUrl });
+          const db = opts.skipDatabase ? undefined : await openDatabase(rt.config, rt.log, { url: databaseUrl });
           try {
             const progress = new ProgressLine();
             const startedAt = Date.now();
