@@ -100,4 +100,23 @@ describe('the service', () => {
       child.kill('SIGKILL');
     }
   });
+
+  test('at start, temporary files of uploads a crash interrupted are removed; recent ones and finished uploads stay', async () => {
+    const dataDir = fs.mkdtempSync(path.join(tmp, 'abandoned-'));
+    const folder = path.join(dataDir, 'uploadedfiles', 'ab');
+    fs.mkdirSync(folder, { recursive: true });
+    const old = Date.now() / 1000 - 3600;
+    const write = (name: string, stale: boolean) => {
+      fs.writeFileSync(path.join(folder, name), 'partial');
+      if (stale) fs.utimesSync(path.join(folder, name), old, old);
+    };
+    write('.upload-0123456789abcdef01234567', true);
+    write('ab9d4c5e-0000-4000-8000-000000000001.upload-4242', true);
+    write('.upload-fedcba9876543210fedcba98', false);
+    write('ab9d4c5e-0000-4000-8000-000000000002', true);
+    const config = loadConfig({}, { DATABASE_URL: db.url, DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'silent', UPLOAD_IDLE_TIMEOUT_MS: '60000' });
+    const server = await startServer(config, createLogger('silent'));
+    await server.close();
+    expect(fs.readdirSync(folder).sort()).toEqual(['.upload-fedcba9876543210fedcba98', 'ab9d4c5e-0000-4000-8000-000000000002']);
+  });
 });

@@ -6,6 +6,7 @@ import { openDatabase, type Database } from '../db/connect';
 import { migrate } from '../db/migrate';
 import type { Logger } from '../log';
 import { repairAfterCrash } from '../pipeline/restore';
+import { removeAbandonedUploads } from '../storage/uploads';
 import { sweepRateLimits, SWEEP_INTERVAL_MS } from '../accounts/rate-limit';
 import { createApp } from './app';
 
@@ -40,6 +41,8 @@ export async function startServer(config: Config, log: Logger, hooks: { beforeLi
     const applied = await migrate(db.pool, { log });
     if (applied.length) log.info({ applied }, 'migrations applied');
     await repairAfterCrash(config.dataDir, db.pool, log);
+    const abandoned = await removeAbandonedUploads(config.dataDir, config.uploadIdleTimeoutMs);
+    if (abandoned.length) log.info({ removed: abandoned.length }, 'removed temporary files of uploads a crash interrupted');
     await hooks.beforeListen?.(db);
     const app = createApp({ config, pool: db.pool, log, serverVersion: db.serverVersion });
     server = http.createServer(app);

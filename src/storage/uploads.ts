@@ -91,3 +91,34 @@ export function resolveUploadPath(dataDir: string, storagePath: string): string 
 export async function removeUpload(dataDir: string, storagePath: string): Promise<void> {
   await fs.promises.rm(resolveUploadPath(dataDir, storagePath), { force: true });
 }
+
+/**
+ * Removes the temporary files of uploads that a crash abandoned (kill -9 mid-upload). Only files
+ * untouched for longer than `idleMs` go: an upload still being received writes more often than that
+ * (the idle limit cuts it otherwise), so one in progress in another process is never removed.
+ * Returns the paths removed, relative to DATA_DIR.
+ */
+export async function removeAbandonedUploads(dataDir: string, idleMs: number, now = Date.now()): Promise<string[]> {
+  const removed: string[] = [];
+  for (const folder of UPLOAD_FOLDER_NAMES) {
+    let entries: fs.Dirent[];
+    try {
+      entries = await fs.promises.readdir(path.join(dataDir, folder), { recursive: true, withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      if (!e.isFile() || !isUploadInProgress(e.name)) continue;
+      const abs = path.join(e.parentPath, e.name);
+      try {
+        const st = await fs.promises.lstat(abs);
+        if (now - st.mtimeMs <= idleMs) continue;
+        await fs.promises.rm(abs, { force: true });
+        removed.push(path.relative(dataDir, abs));
+      } catch {
+        // gone meanwhile, or not ours to remove: left for the next start
+      }
+    }
+  }
+  return removed;
+}
