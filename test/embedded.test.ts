@@ -1,11 +1,11 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startEmbedded } from '../src/db/embedded';
 import { silentLogger } from '../src/log';
-import type { CliRun } from './support/cli';
+import { runCoffer, type CliRun } from './support/cli';
 
 const repo = path.join(__dirname, '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-embedded-test-'));
@@ -80,18 +80,11 @@ describe('embedded PostgreSQL environment', () => {
   const marker = path.join(markers, 'planted-program-ran');
 
   const coffer = (tmpdir: string, args: string[]): Promise<CliRun> =>
-    new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--preserve-symlinks', '--preserve-symlinks-main', path.join(checkout, 'bin', 'coffer.js'), ...args], {
-        env: { PATH: process.env.PATH, TMPDIR: tmpdir, DATA_DIR: dataDir, LOG_LEVEL: 'warn', ...SECRETS, DATABASE_URL: '' },
-        cwd: tmp,
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-      child.stdin.end();
+    runCoffer(args, {
+      bin: path.join(checkout, 'bin', 'coffer.js'),
+      nodeArgs: ['--preserve-symlinks', '--preserve-symlinks-main'],
+      env: { TMPDIR: tmpdir, DATA_DIR: dataDir, LOG_LEVEL: 'warn', ...SECRETS, DATABASE_URL: '' },
+      cwd: tmp,
     });
 
   function trap(file: string, sameSizeAs?: number): void {

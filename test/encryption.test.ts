@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,6 +5,7 @@ import { makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } 
 import { createTestDatabase } from './support/db';
 import { fingerprint, restoreFile } from './support/archive';
 import { seedDomain, writeUploadFiles } from './support/seed';
+import { runCoffer, type CliRun } from './support/cli';
 import { keyIdOf } from '../src/crypto';
 import type { KeySource } from '../src/crypto';
 
@@ -16,26 +16,8 @@ const KEY = Buffer.from('00112233445566778899aabbccddeeff00112233445566778899aab
 const PASSPHRASE = 'correct horse battery staple, offsite';
 const MARKER = 'Top Secret Project Name 7f3a';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function coffer(args: string[], env: Record<string, string>, input?: string | Buffer): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'coffer.js'), ...args], {
-      env: { PATH: process.env.PATH, HOME: tmp, DATA_DIR: path.join(tmp, 'cli-data'), ...env },
-      cwd: tmp,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
+function coffer(args: string[], env: Record<string, string>, input?: string | Buffer): Promise<CliRun> {
+  return runCoffer(args, { env: { HOME: tmp, DATA_DIR: path.join(tmp, 'cli-data'), ...env }, input, cwd: tmp });
 }
 
 /** Every file below a folder, with its size: to see what a command left behind. */
