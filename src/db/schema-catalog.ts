@@ -39,21 +39,20 @@ export type SchemaLevel = z.infer<typeof levelSchema>;
 
 let cached: SchemaCatalog | undefined;
 
-export function loadSchemaCatalog(file: string = SCHEMA_CATALOG_FILE): SchemaCatalog {
-  if (file === SCHEMA_CATALOG_FILE && cached) return cached;
-  let parsed: SchemaCatalog;
+export function loadSchemaCatalog(): SchemaCatalog {
+  if (cached) return cached;
   try {
-    parsed = schemaCatalogSchema.parse(JSON.parse(fs.readFileSync(file, 'utf8')));
+    cached = schemaCatalogSchema.parse(JSON.parse(fs.readFileSync(SCHEMA_CATALOG_FILE, 'utf8')));
   } catch (err) {
-    throw new CofferError('E_INTERNAL', `the schema catalog ${file} is missing or malformed (a broken installation): ${errorMessage(err)}`);
+    throw new CofferError('E_INTERNAL', `the schema catalog ${SCHEMA_CATALOG_FILE} is missing or malformed (a broken installation): ${errorMessage(err)}`);
   }
-  if (file === SCHEMA_CATALOG_FILE) cached = parsed;
-  return parsed;
+  return cached;
 }
 
 /** The schema after `migration`, or undefined for a migration this build does not know. */
-export function schemaAtLevel(migration: string, catalog: SchemaCatalog = loadSchemaCatalog()): SchemaLevel | undefined {
-  return Object.hasOwn(catalog.levels, migration) ? catalog.levels[migration] : undefined;
+export function schemaAtLevel(migration: string): SchemaLevel | undefined {
+  const { levels } = loadSchemaCatalog();
+  return Object.hasOwn(levels, migration) ? levels[migration] : undefined;
 }
 
 /**

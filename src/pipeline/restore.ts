@@ -7,7 +7,7 @@ import { keepLiveAuditLog, putBackLiveAuditLog, writeBackupLog, type Actor } fro
 import { listSequences, listTables, sequencesCreatedInTransaction, type TableInfo } from '../db/introspect';
 import { canLoadDirect, checkDeferredConstraints, createStage, dropForLoad, flushSchema, loadTable, loadTableDirect, restoreAfterLoad, setSequence, truncateTables } from '../db/load';
 import { lockKey } from '../db/locks';
-import { APP_SCHEMA, knownMigrations, migrateInTransaction } from '../db/migrate';
+import { APP_SCHEMA, migrateInTransaction } from '../db/migrate';
 import type { Logger } from '../log';
 import {
   abandonStaged,
@@ -19,7 +19,7 @@ import {
   writeJournal,
   type StagedFiles,
 } from '../storage/restore-files';
-import { migrationLevelProblem, planTables, refuse, schemaForArchive, sequenceProblems } from './archive-plan';
+import { archiveLevel, migrationLevelProblem, planTables, refuse, schemaForArchive, sequenceProblems } from './archive-plan';
 import { Meter, through } from './meter';
 import { checkMigrationsKnown, type OpenedArchive } from './open-archive';
 
@@ -160,10 +160,8 @@ async function restoreDatabase(
     const hadAuditLog = await keepLiveAuditLog(client);
     // Flush, then migrate to exactly the archive's level, so tables match what the archive holds.
     await flushSchema(client, APP_SCHEMA);
-    const known = knownMigrations();
-    const archiveLevel = manifest.migrations.filter((m) => known.some((k) => k.name === m));
-    const target = archiveLevel.length ? archiveLevel[archiveLevel.length - 1] : undefined;
-    if (target) await migrateInTransaction(client, { to: target, log: req.log });
+    const level = archiveLevel(manifest);
+    if (level) await migrateInTransaction(client, { to: level, log: req.log });
     const tables = await listTables(client, APP_SCHEMA);
     const { plan, problems } = planTables(manifest, tables, { force: !!req.force, where: 'this database schema' });
     refuse(problems);
