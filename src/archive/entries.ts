@@ -1,4 +1,5 @@
 import { deflateRawSync } from 'node:zlib';
+import { DB_PREFIX } from '../core/manifest';
 /**
  * Entry naming rules of archive format v1 (DESIGN.md section 3) and the name checks shared by the zip
  * writer and the hardened zip reader, so that the writer can never produce an archive the reader refuses.
@@ -7,7 +8,7 @@ import { deflateRawSync } from 'node:zlib';
 export const VERSION_ENTRY = 'VERSION';
 export const VERSION_CONTENT = '1\n';
 export const MANIFEST_ENTRY = 'manifest.json';
-export const DB_PREFIX = 'db/';
+export { DB_PREFIX };
 export const UPLOAD_FOLDERS = ['uploadedfiles', 'uploadedimages', 'uploadedassets'] as const;
 export type UploadFolder = (typeof UPLOAD_FOLDERS)[number];
 

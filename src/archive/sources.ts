@@ -21,6 +21,10 @@ export async function fileSource(path: string): Promise<RandomAccessSource> {
       checkRange(start, end, size);
       return rangeStream(fh, start, end);
     },
+    async read(position: number, length: number): Promise<Buffer> {
+      checkRange(position, Math.min(size, position + length), size);
+      return readFully(fh, position, Math.min(length, size - position));
+    },
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
@@ -79,8 +83,24 @@ export function bufferSource(buf: Buffer, chunkSize = 64 * 1024): RandomAccessSo
         },
       });
     },
+    read(position: number, length: number): Promise<Buffer> {
+      checkRange(position, Math.min(buf.length, position + length), buf.length);
+      return Promise.resolve(Buffer.from(buf.subarray(position, position + length)));
+    },
     close: () => Promise.resolve(),
   };
+}
+
+/** Exactly `length` bytes at `position` of an open file; a file that shrank meanwhile is an error. */
+export async function readFully(fh: FileHandle, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await fh.read(buf, filled, length - filled, position + filled);
+    if (bytesRead === 0) throw new CofferError('E_ARCHIVE_TRUNCATED', `unexpected end of file at byte ${position + filled} (the file shrank while being read)`);
+    filled += bytesRead;
+  }
+  return buf;
 }
 
 function checkRange(start: number, end: number, size: number): void {

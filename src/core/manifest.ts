@@ -1,46 +1,54 @@
-/** Archive format v1's manifest.json (DESIGN §3). Literal keys: operators' tools read them. */
+/**
+ * Archive format v1's manifest.json (DESIGN §3). The zod schema is the one source of truth: it
+ * validates a manifest read from an archive, and the TypeScript types are inferred from it. Literal
+ * keys: operators' tools read them.
+ */
+import { z } from 'zod';
 
 export const ARCHIVE_FORMAT = 1;
-
-export interface ManifestColumn {
-  name: string;
-  type: string;
-}
-
-export interface ManifestTable {
-  schema: string;
-  name: string;
-  entry: string;
-  columns: ManifestColumn[];
-  rows: number;
-  bytes: number;
-  sha256: string;
-}
-
-export interface ManifestSequence {
-  schema: string;
-  name: string;
-  last_value: string | number;
-  is_called: boolean;
-}
-
-export interface ManifestFolder {
-  files: number;
-  bytes: number;
-}
-
-export interface Manifest {
-  format: number;
-  app: { name: string; version: string };
-  postgres: { server_version: string };
-  migrations: string[];
-  started_at: string;
-  finished_at: string;
-  tables: ManifestTable[];
-  sequences: ManifestSequence[];
-  files: Record<string, ManifestFolder>;
-  file_errors: { path: string; error: string }[];
-}
+/** Where table entries live in the zip (re-exported by src/archive). */
+export const DB_PREFIX = 'db/';
 
 export const APP_NAME = 'coffer';
 export const APP_VERSION = '0.1.0';
+
+export const manifestColumnSchema = z.object({ name: z.string().min(1), type: z.string() });
+
+export const manifestTableSchema = z.object({
+  schema: z.string().min(1),
+  name: z.string().min(1),
+  entry: z.string().startsWith(DB_PREFIX),
+  columns: z.array(manifestColumnSchema).min(1),
+  rows: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+
+export const manifestSequenceSchema = z.object({
+  schema: z.string(),
+  name: z.string(),
+  /** A number when it is a safe integer, else its decimal text. */
+  last_value: z.union([z.number().int(), z.string().regex(/^-?\d+$/)]),
+  is_called: z.boolean(),
+});
+
+export const manifestFolderSchema = z.object({ files: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() });
+
+export const manifestSchema = z.object({
+  format: z.number().int(),
+  app: z.object({ name: z.string(), version: z.string() }),
+  postgres: z.object({ server_version: z.string() }),
+  migrations: z.array(z.string()),
+  started_at: z.string(),
+  finished_at: z.string(),
+  tables: z.array(manifestTableSchema),
+  sequences: z.array(manifestSequenceSchema),
+  files: z.record(z.string(), manifestFolderSchema),
+  file_errors: z.array(z.object({ path: z.string(), error: z.string() })),
+});
+
+export type ManifestColumn = z.infer<typeof manifestColumnSchema>;
+export type ManifestTable = z.infer<typeof manifestTableSchema>;
+export type ManifestSequence = z.infer<typeof manifestSequenceSchema>;
+export type ManifestFolder = z.infer<typeof manifestFolderSchema>;
+export type Manifest = z.infer<typeof manifestSchema>;

@@ -9,6 +9,11 @@ export interface RandomAccessSource {
   readonly size: number;
   /** A stream of the bytes in [start, end) (end exclusive). */
   createReadStream(start: number, end: number): Readable;
+  /**
+   * The bytes at [position, position + length), fewer only where the source ends. For small reads
+   * (headers, single chunks); streams are for the bulk.
+   */
+  read(position: number, length: number): Promise<Buffer>;
   close(): Promise<void>;
 }
 

@@ -2,12 +2,11 @@
  * The plaintext of an encrypted archive file, readable at any offset. Restore reads the zip's central
  * directory at the end of the file first, so whole-file sequential decryption is not an option.
  */
-import { type FileHandle, open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { CofferError } from '../core/errors';
+import { CofferError, isCofferError } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
 import { type ChunkContext, openFinalChunk, openMiddleChunk, tooManyChunks } from './chunk';
-import { CHUNK_SIZE, chunkCountForFileSize, chunkOffset, MAX_CHUNKS, SEALED_CHUNK_SIZE } from './format';
+import { CHUNK_SIZE, chunkCountForFileSize, chunkOffset, HEADER_SIZE, MAX_CHUNKS, SEALED_CHUNK_SIZE } from './format';
 import { readHeader } from './decrypt';
 import type { KeySource } from './keys';
 
@@ -19,7 +18,7 @@ export class EncryptedFileReader implements RandomAccessSource {
   private closed = false;
 
   private constructor(
-    private readonly fh: FileHandle,
+    private readonly file: RandomAccessSource,
     private readonly ctx: ChunkContext,
     private readonly lastIndex: number,
     private readonly lastSealedSize: number,
@@ -38,11 +37,10 @@ export class EncryptedFileReader implements RandomAccessSource {
    * Opens and authenticates the header and the final chunk, so truncation and appended data are
    * reported now rather than halfway through a restore.
    */
-  static async open(path: string, source: KeySource | undefined): Promise<EncryptedFileReader> {
-    const fh = await open(path, 'r');
+  static async open(fh: RandomAccessSource, source: KeySource | undefined): Promise<EncryptedFileReader> {
     try {
-      const { size: fileSize } = await fh.stat();
-      const opened = await readHeader(fh, source);
+      const fileSize = fh.size;
+      const opened = await readHeader(await fh.read(0, Math.min(HEADER_SIZE, fileSize)), source);
       const ctx: ChunkContext = { payloadKey: opened.payloadKey, noncePrefix: opened.noncePrefix };
       const count = chunkCountForFileSize(fileSize);
       if (count === 0) {
@@ -76,11 +74,29 @@ export class EncryptedFileReader implements RandomAccessSource {
     return new PlaintextRangeStream((index) => this.chunk(index), start, end);
   }
 
+  /** Plaintext bytes [position, position + length), fewer only at the end. */
+  async read(position: number, length: number): Promise<Buffer> {
+    const end = Math.min(this.size, position + length);
+    if (!Number.isSafeInteger(position) || position < 0 || position > end) {
+      throw new RangeError(`range [${position}, ${end}) is outside the plaintext of ${this.size} bytes`);
+    }
+    const pieces: Buffer[] = [];
+    for (let pos = position; pos < end; ) {
+      const index = Math.floor(pos / CHUNK_SIZE);
+      const plaintext = await this.chunk(index);
+      const from = pos - index * CHUNK_SIZE;
+      const to = Math.min(plaintext.length, end - index * CHUNK_SIZE);
+      pieces.push(Buffer.from(plaintext.subarray(from, to)));
+      pos = index * CHUNK_SIZE + to;
+    }
+    return Buffer.concat(pieces);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.cache.clear();
-    await this.fh.close();
+    await this.file.close();
   }
 
   /** Authenticated plaintext of chunk `index`, through a small LRU cache shared by all streams. */
@@ -106,7 +122,7 @@ export class EncryptedFileReader implements RandomAccessSource {
 
   private async loadChunk(index: number): Promise<Buffer> {
     const last = index === this.lastIndex;
-    const sealed = await readExactly(this.fh, chunkOffset(index), last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
+    const sealed = await readExactly(this.file, chunkOffset(index), last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
     return last ? openFinalChunk(this.ctx, index, sealed) : openMiddleChunk(this.ctx, index, sealed);
   }
 }
@@ -147,16 +163,14 @@ class PlaintextRangeStream extends Readable {
   }
 }
 
-async function readExactly(fh: FileHandle, position: number, length: number): Promise<Buffer> {
-  // Unsafe is fine: every byte is overwritten before use, or the read fails.
-  const buf = Buffer.allocUnsafe(length);
-  let filled = 0;
-  while (filled < length) {
-    const { bytesRead } = await fh.read(buf, filled, length - filled, position + filled);
-    if (bytesRead === 0) {
-      throw new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive file became shorter while it was being read');
-    }
-    filled += bytesRead;
+async function readExactly(file: RandomAccessSource, position: number, length: number): Promise<Buffer> {
+  let buf: Buffer;
+  try {
+    buf = position + length <= file.size ? await file.read(position, length) : Buffer.alloc(0);
+  } catch (err) {
+    if (isCofferError(err) && err.code === 'E_ARCHIVE_TRUNCATED') buf = Buffer.alloc(0);
+    else throw err;
   }
+  if (buf.length !== length) throw new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive file became shorter while it was being read');
   return buf;
 }

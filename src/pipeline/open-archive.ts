@@ -1,35 +1,11 @@
-import fs from 'node:fs';
-import { z } from 'zod';
 import { ARCHIVE_TOP_LEVEL, DB_PREFIX, fileSource, MANIFEST_ENTRY, openZip, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipArchive } from '../archive';
 import { CofferError, errorMessage } from '../core/errors';
-import { ARCHIVE_FORMAT, type Manifest } from '../core/manifest';
+import type { RandomAccessSource } from '../core/types';
+import { ARCHIVE_FORMAT, manifestSchema, type Manifest } from '../core/manifest';
 import { EncryptedFileReader, isCofferEncrypted, type KeySource } from '../crypto';
 import { knownMigrations } from '../db/migrate';
 
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
-
-const manifestSchema = z.object({
-  format: z.number().int(),
-  app: z.object({ name: z.string(), version: z.string() }),
-  postgres: z.object({ server_version: z.string() }),
-  migrations: z.array(z.string()),
-  started_at: z.string(),
-  finished_at: z.string(),
-  tables: z.array(
-    z.object({
-      schema: z.string().min(1),
-      name: z.string().min(1),
-      entry: z.string().startsWith(DB_PREFIX),
-      columns: z.array(z.object({ name: z.string().min(1), type: z.string() })).min(1),
-      rows: z.number().int().nonnegative(),
-      bytes: z.number().int().nonnegative(),
-      sha256: z.string().regex(/^[0-9a-f]{64}$/),
-    }),
-  ),
-  sequences: z.array(z.object({ schema: z.string(), name: z.string(), last_value: z.union([z.number().int(), z.string().regex(/^-?\d+$/)]), is_called: z.boolean() })),
-  files: z.record(z.string(), z.object({ files: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() })),
-  file_errors: z.array(z.object({ path: z.string(), error: z.string() })),
-});
 
 export interface OpenedArchive {
   zip: ZipArchive;
@@ -40,31 +16,25 @@ export interface OpenedArchive {
   close(): Promise<void>;
 }
 
-async function isEncryptedFile(file: string): Promise<boolean> {
-  let fh: fs.promises.FileHandle;
-  try {
-    fh = await fs.promises.open(file, 'r');
-  } catch (err) {
-    throw new CofferError('E_USAGE', `cannot open archive ${file}: ${errorMessage(err)}`);
-  }
-  try {
-    const buf = Buffer.alloc(8);
-    const { bytesRead } = await fh.read(buf, 0, 8, 0);
-    return bytesRead === 8 && isCofferEncrypted(buf);
-  } finally {
-    await fh.close();
-  }
-}
-
 /**
- * Opens an archive file for reading, plain or encrypted (told apart by the magic bytes, never by the
+ * Opens an archive (a file, or any random-access source, which it then owns) for reading, plain or encrypted (told apart by the magic bytes, never by the
  * name): an encrypted one is read through the random-access decryptor, so no plaintext copy is ever
  * written. Checks structure, VERSION and manifest, and that manifest and entries agree.
  */
-export async function openArchive(file: string, key: KeySource | undefined): Promise<OpenedArchive> {
-  const encrypted = await isEncryptedFile(file);
-  const source = encrypted ? await EncryptedFileReader.open(file, key) : await fileSource(file);
-  const keyId = encrypted ? (source as EncryptedFileReader).keyIdHex : undefined;
+export async function openArchive(file: string | RandomAccessSource, key: KeySource | undefined): Promise<OpenedArchive> {
+  const raw = typeof file === 'string' ? await fileSource(file).catch((err: unknown) => {
+    throw new CofferError('E_USAGE', `cannot open archive ${file}: ${errorMessage(err)}`);
+  }) : file;
+  let source: RandomAccessSource;
+  let encrypted: boolean;
+  try {
+    encrypted = isCofferEncrypted(await raw.read(0, Math.min(8, raw.size)));
+    source = encrypted ? await EncryptedFileReader.open(raw, key) : raw;
+  } catch (err) {
+    await raw.close().catch(() => undefined);
+    throw err;
+  }
+  const keyId = source instanceof EncryptedFileReader ? source.keyIdHex : undefined;
   const zip = await openZip(source, { allowedTopLevel: ARCHIVE_TOP_LEVEL });
   try {
     const manifest = await readManifest(zip);
@@ -98,7 +68,7 @@ async function readManifest(zip: ZipArchive): Promise<Manifest> {
   if (parsed.data.format !== ARCHIVE_FORMAT) {
     throw new CofferError('E_ARCHIVE_VERSION', `manifest format ${parsed.data.format} is not supported (this build reads format ${ARCHIVE_FORMAT})`);
   }
-  return parsed.data as Manifest;
+  return parsed.data;
 }
 
 function checkEntriesAgainstManifest(zip: ZipArchive, m: Manifest): void {

@@ -31,6 +31,7 @@ function trackedSource(zip: Buffer): RandomAccessSource & { closed: boolean } {
     size: inner.size,
     closed: false,
     createReadStream: (start: number, end: number) => inner.createReadStream(start, end),
+    read: (position: number, length: number) => inner.read(position, length),
     close: async () => {
       source.closed = true;
     },
@@ -152,6 +153,7 @@ describe('reading an entry enforces declared size and CRC-32', () => {
     const inner = bufferSource(zip);
     const failing: RandomAccessSource = {
       size: inner.size,
+      read: (position, length) => inner.read(position, length),
       createReadStream(start, end) {
         if (end - start < 200_000) return inner.createReadStream(start, end);
         const stream = new Readable({ read() {} });

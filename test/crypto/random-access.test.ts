@@ -1,3 +1,4 @@
+import { fileSource } from '../../src/archive';
 import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -39,7 +40,7 @@ async function writeTemp(content: Buffer): Promise<string> {
 
 async function openError(file: string, source: KeySource): Promise<unknown> {
   try {
-    const reader = await EncryptedFileReader.open(file, source);
+    const reader = await EncryptedFileReader.open(await fileSource(file), source);
     await reader.close();
   } catch (err) {
     return err;
@@ -57,7 +58,7 @@ describe.each(KEY_SOURCES)('random access with %s', (_name, source: KeySource) =
   beforeAll(async () => {
     encrypted = await encryptBuffer(plain, source);
     file = await writeTemp(encrypted);
-    reader = await EncryptedFileReader.open(file, source);
+    reader = await EncryptedFileReader.open(await fileSource(file), source);
   });
   afterAll(async () => {
     await reader.close();
@@ -197,7 +198,7 @@ describe('random access to a damaged middle chunk', () => {
   test('ranges before it read fine and ranges touching it fail without releasing its bytes', async () => {
     const encrypted = await encryptBuffer(plain, source);
     encrypted[HEADER_SIZE + 3 * SEALED_CHUNK_SIZE + 100] ^= 0x40;
-    const reader = await EncryptedFileReader.open(await writeTemp(encrypted), source);
+    const reader = await EncryptedFileReader.open(await fileSource(await writeTemp(encrypted)), source);
     try {
       const before = await readStream(reader.createReadStream(10, 3 * CHUNK_SIZE));
       expect(before.equals(plain.subarray(10, 3 * CHUNK_SIZE))).toBe(true);
@@ -215,7 +216,7 @@ describe('random access to a damaged middle chunk', () => {
   });
 
   test('a closed reader refuses to read', async () => {
-    const reader = await EncryptedFileReader.open(await writeTemp(await encryptBuffer(plain, source)), source);
+    const reader = await EncryptedFileReader.open(await fileSource(await writeTemp(await encryptBuffer(plain, source))), source);
     await reader.close();
     await expect(readStream(reader.createReadStream(0, 10))).rejects.toMatchObject({ code: 'E_INTERNAL' });
   });
@@ -230,7 +231,7 @@ describe('encryptFile', () => {
     await encryptFile(input, output, source);
     const encrypted = await readFile(output);
     expect((await decryptBuffer(encrypted, source)).out.equals(plain)).toBe(true);
-    const reader = await EncryptedFileReader.open(output, source);
+    const reader = await EncryptedFileReader.open(await fileSource(output), source);
     expect((await readStream(reader.createReadStream(0, reader.size))).equals(plain)).toBe(true);
     await reader.close();
     await expect(access(`${output}.partial`)).rejects.toMatchObject({ code: 'ENOENT' });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileSource } from '../../src/archive';
 import { EncryptedFileReader, keyIdOf, type KeySource } from '../../src/crypto';
 import { deriveFromPassphrase } from '../../src/crypto/keys';
 import { decryptBuffer, encryptBuffer, readStream, VECTORS_DIR } from './helpers';
@@ -98,7 +99,7 @@ describe.each(vectors.map((v) => [v.name, v] as const))('known-answer vector %s'
 
   test('the random-access reader serves the whole plaintext', async () => {
     const { plain } = load(v);
-    const reader = await EncryptedFileReader.open(path.join(VECTORS_DIR, `${v.name}.crypt`), sourceOf(v));
+    const reader = await EncryptedFileReader.open(await fileSource(path.join(VECTORS_DIR, `${v.name}.crypt`)), sourceOf(v));
     try {
       expect(reader.size).toBe(v.plaintext_len);
       expect((await readStream(reader.createReadStream(0, reader.size))).equals(plain)).toBe(true);
