@@ -54,6 +54,14 @@ export const ERROR_CODES = {
   E_CRYPT_TRUNCATED: { exit: 16, http: 400 },
   E_CRYPT_TRAILING_DATA: { exit: 16, http: 400 },
   E_CRYPT_CORRUPT: { exit: 16, http: 400 },
+  // stored backups and jobs
+  E_STORE: { exit: 17, http: 500 },
+  E_BACKUP_MISSING: { exit: 17, http: 410 },
+  E_NOT_FINISHED: { exit: 5, http: 409 },
+  E_INTERRUPTED: { exit: 18, http: 500 },
+  E_CANCELED: { exit: 13, http: 409 },
+  E_JOB_FAILED: { exit: 18, http: 500 },
+  E_RANGE: { exit: 2, http: 416 },
   // anything else
   E_INTERNAL: { exit: 1, http: 500 },
 } as const;
