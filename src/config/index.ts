@@ -58,6 +58,7 @@ const schema = z.object({
     .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must start with postgres:// or postgresql://')
     .optional(),
   DATA_DIR: z.string().trim().min(1).default('./var'),
+  BACKUP_DIR: z.string().trim().min(1).optional(),
   PORT: z.coerce.number().int().min(0).max(65535).default(8000),
   HOST: z.string().trim().min(1).default('127.0.0.1'),
   BACKUP_KEY: z.string().optional(),
@@ -90,6 +91,8 @@ export interface Config {
   databaseUrl?: Secret;
   /** Absolute path. */
   dataDir: string;
+  /** BACKUP_DIR: the local store of stored backups (absolute; default DATA_DIR/backups). */
+  backupDir: string;
   port: number;
   host: string;
   /** Set only when it is usable (at least 20 characters). */
@@ -136,6 +139,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   const v = parsed.data;
   const config: Config = {
     dataDir: path.resolve(v.DATA_DIR),
+    backupDir: v.BACKUP_DIR ? path.resolve(v.BACKUP_DIR) : path.join(path.resolve(v.DATA_DIR), 'backups'),
     port: v.PORT,
     host: v.HOST,
     logLevel: v.LOG_LEVEL,

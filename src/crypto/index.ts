@@ -7,8 +7,10 @@ export {
   HEADER_SIZE,
   isCofferEncrypted,
   MAGIC,
+  parseHeaderFields,
   SEALED_CHUNK_SIZE,
 } from './format';
+export { openSealedKeySource, sealKeySource } from './seal';
 export { type KeySource, generateKey, keyIdOf, parseAesKey } from './keys';
 export { createEncryptStream, encryptFile, type EncryptOptions } from './encrypt';
 export { createDecryptStream, type OpenedHeader, readHeader } from './decrypt';

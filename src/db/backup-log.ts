@@ -8,14 +8,17 @@ export interface Actor {
   username?: string;
 }
 
-/** Appends an audit row. Never pass key material in details. */
+/**
+ * Appends an audit row. Never pass key material in details. The user id is kept only when that user
+ * exists under that name (a restore may just have replaced the users table); the name always is.
+ */
 export async function writeBackupLog(
   db: pg.Pool | pg.ClientBase,
   event: BackupLogEvent,
   actor: Actor | undefined,
   details: Record<string, unknown>,
 ): Promise<void> {
-  await db.query(`INSERT INTO backup_log (event, user_id, username, details) VALUES ($1, $2, $3, $4)`, [
+  await db.query(`INSERT INTO backup_log (event, user_id, username, details) VALUES ($1, (SELECT u.id FROM users u WHERE u.id = $2::bigint AND u.username = $3), $3, $4)`, [
     event,
     actor?.id ?? null,
     actor?.username ?? null,

@@ -127,13 +127,13 @@ export async function listBackups(db: Queryable, status?: string): Promise<Backu
 
 /** queued → running; false when it is no longer queued (canceled meanwhile). */
 export async function startBackupRow(db: Queryable, id: string, object: string): Promise<boolean> {
-  const res = await db.query(`UPDATE ${B} SET status = 'running', started_at = now(), object = $2 WHERE id = $1 AND status IN ('queued', 'running')`, [id, object]);
+  const res = await db.query(`UPDATE ${B} SET status = 'running', started_at = now(), object = $2 WHERE id = $1 AND status = 'queued'`, [id, object]);
   return (res.rowCount ?? 0) > 0;
 }
 
 /** Saves progress of a running job; answers whether it should go on (not canceled, not taken over). */
-export async function backupProgress(db: Queryable, id: string, progress: Progress): Promise<{ running: boolean; cancel: boolean }> {
-  const res = await db.query<{ cancel_requested: boolean }>(`UPDATE ${B} SET progress = $2 WHERE id = $1 AND status = 'running' RETURNING cancel_requested`, [id, progress]);
+export async function backupProgress(db: Queryable, id: string, progress: Progress | undefined): Promise<{ running: boolean; cancel: boolean }> {
+  const res = await db.query<{ cancel_requested: boolean }>(`UPDATE ${B} SET progress = COALESCE($2, progress) WHERE id = $1 AND status = 'running' RETURNING cancel_requested`, [id, progress]);
   return res.rows.length ? { running: true, cancel: res.rows[0].cancel_requested } : { running: false, cancel: false };
 }
 
@@ -215,9 +215,9 @@ export async function startRestoreRow(db: Queryable, id: string): Promise<boolea
   return (res.rowCount ?? 0) > 0;
 }
 
-export async function restoreProgress(db: Queryable, id: string, progress: Progress, safetyBackupId?: string): Promise<{ running: boolean; cancel: boolean }> {
+export async function restoreProgress(db: Queryable, id: string, progress: Progress | undefined, safetyBackupId?: string): Promise<{ running: boolean; cancel: boolean }> {
   const res = await db.query<{ cancel_requested: boolean }>(
-    `UPDATE ${R} SET progress = $2, safety_backup_id = COALESCE($3, safety_backup_id) WHERE id = $1 AND status = 'running' RETURNING cancel_requested`,
+    `UPDATE ${R} SET progress = COALESCE($2, progress), safety_backup_id = COALESCE($3, safety_backup_id) WHERE id = $1 AND status = 'running' RETURNING cancel_requested`,
     [id, progress, safetyBackupId ?? null],
   );
   return res.rows.length ? { running: true, cancel: res.rows[0].cancel_requested } : { running: false, cancel: false };

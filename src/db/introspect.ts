@@ -85,3 +85,25 @@ export async function sequencesCreatedInTransaction(client: pg.ClientBase, schem
   );
   return new Set(res.rows.map((r) => r.name));
 }
+
+export interface TableEstimate {
+  name: string;
+  /** PostgreSQL's row estimate (pg_class.reltuples), null when the table was never vacuumed or analyzed. */
+  rows: number | null;
+  /** Heap plus TOAST bytes (pg_table_size), partitions included. */
+  bytes: number;
+}
+
+/** The planner's own estimates, read in microseconds: what progress percentages are measured against. */
+export async function tableEstimates(client: pg.ClientBase, schema = APP_SCHEMA): Promise<Map<string, TableEstimate>> {
+  const res = await client.query<{ name: string; rows: number | null; bytes: string }>(
+    `SELECT c.relname AS name,
+            (SELECT CASE WHEN bool_or(p.reltuples < 0) THEN NULL ELSE sum(GREATEST(p.reltuples, 0)) END
+               FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf)::float8 AS rows,
+            (SELECT COALESCE(sum(pg_table_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t WHERE t.isleaf)::text AS bytes
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition`,
+    [schema],
+  );
+  return new Map(res.rows.map((r) => [r.name, { name: r.name, rows: r.rows === null ? null : Math.round(r.rows), bytes: Number(r.bytes) }]));
+}

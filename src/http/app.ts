@@ -9,6 +9,7 @@ import { authRoutes } from './routes/auth';
 import { healthRoutes } from './routes/health';
 import { projectRoutes } from './routes/projects';
 import { backupRoutes } from './routes/backup';
+import { backupsRoutes, restoresRoutes } from './routes/backups';
 
 export function createApp(ctx: AppContext): Express {
   const app = express();
@@ -35,6 +36,8 @@ export function createApp(ctx: AppContext): Express {
   app.use('/api/v1/auth', authRoutes(ctx));
   app.use('/api/v1/projects', projectRoutes(ctx));
   app.use('/api/v1/utils', backupRoutes(ctx));
+  app.use('/api/v1/backups', backupsRoutes(ctx));
+  app.use('/api/v1/restores', restoresRoutes(ctx));
 
   app.use((req, _res, next) => next(new CofferError('E_NOT_FOUND', `no route ${req.method} ${req.path}`)));
   app.use(errorHandler);

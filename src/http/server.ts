@@ -8,11 +8,13 @@ import type { Logger } from '../log';
 import { repairAfterCrash } from '../pipeline/restore';
 import { removeAbandonedUploads } from '../storage/uploads';
 import { sweepRateLimits, SWEEP_INTERVAL_MS } from '../accounts/rate-limit';
+import { Jobs } from '../jobs';
 import { createApp } from './app';
 
 export interface RunningServer {
   url: string;
   db: Database;
+  jobs: Jobs;
   close(): Promise<void>;
 }
 
@@ -37,6 +39,7 @@ export async function startServer(config: Config, log: Logger, hooks: { beforeLi
   if (config.backupDisabledReason) log.warn(`backups are disabled: ${config.backupDisabledReason}`);
   const db = await openDatabase(config, log);
   let server: http.Server | undefined;
+  let jobs: Jobs | undefined;
   try {
     const applied = await migrate(db.pool, { log });
     if (applied.length) log.info({ applied }, 'migrations applied');
@@ -44,7 +47,10 @@ export async function startServer(config: Config, log: Logger, hooks: { beforeLi
     const abandoned = await removeAbandonedUploads(config.dataDir, config.uploadIdleTimeoutMs);
     if (abandoned.length) log.info({ removed: abandoned.length }, 'removed temporary files of uploads a crash interrupted');
     await hooks.beforeListen?.(db);
-    const app = createApp({ config, pool: db.pool, log, serverVersion: db.serverVersion });
+    // The service runs stored-backup jobs itself; a crash's leftovers are swept before the first one.
+    jobs = await Jobs.open({ pool: db.pool, url: db.url, config, log });
+    await jobs.startWorker();
+    const app = createApp({ config, pool: db.pool, log, serverVersion: db.serverVersion, jobs });
     server = http.createServer(app);
     // Node's requestTimeout would cut long uploads: the body timeouts are per request instead
     // (bodyTimeouts in app.ts: a deadline for ordinary bodies, an idle limit for uploads). Responses,
@@ -64,12 +70,15 @@ export async function startServer(config: Config, log: Logger, hooks: { beforeLi
     const sweeper = setInterval(() => (sweeping = sweep()), SWEEP_INTERVAL_MS);
     sweeper.unref();
     const srv = server;
+    const runningJobs = jobs;
     return {
       url,
       db,
+      jobs: runningJobs,
       async close() {
         clearInterval(sweeper);
         await sweeping;
+        await runningJobs.close();
         await new Promise<void>((resolve) => {
           srv.close(() => resolve());
           srv.closeIdleConnections();
@@ -80,6 +89,7 @@ export async function startServer(config: Config, log: Logger, hooks: { beforeLi
     };
   } catch (err) {
     server?.close();
+    await jobs?.close();
     await db.close();
     throw err;
   }

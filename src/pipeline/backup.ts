@@ -21,6 +21,8 @@ export interface BackupProgress extends ProgressCounts {
   phase: 'database' | 'files' | 'finishing';
   /** Archive bytes produced so far. */
   bytesOut: number;
+  /** JSONL bytes of the current table so far. */
+  tableBytes?: number;
 }
 
 export interface BackupRequest {
@@ -236,6 +238,7 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
     const rows = copyOutTable(snap.client, table);
     const ticker = setInterval(() => {
       progress.rows = meter.lines;
+      progress.tableBytes = meter.bytes;
       report();
     }, 250);
     try {
@@ -247,6 +250,7 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
     tables.push({ schema: table.schema, name: table.name, entry, columns: table.columns.map((c) => ({ name: c.name, type: c.type })), rows: meter.lines, bytes: meter.bytes, sha256: meter.sha256 });
     progress.tablesDone++;
     progress.rows = 0;
+    progress.tableBytes = 0;
   }
 
   const sequences: ManifestSequence[] = [];

@@ -36,6 +36,8 @@ export interface BackupStore {
   list(): Promise<StoredObject[]>;
   /** Removes a committed object; removing one that is not there is not an error. */
   delete(name: string): Promise<void>;
+  /** Names of partial objects (what interrupted writes left), with their `.partial` suffix. */
+  listPartials(): Promise<string[]>;
   /** Removes partial objects whose names start with `prefix` (all when empty); returns their names. */
   removePartials(prefix?: string): Promise<string[]>;
 }

@@ -43,3 +43,16 @@ export async function* walkFolder(root: string, base: string, opts: { skip?: (na
     }
   }
 }
+
+/** Files and bytes below `root` (what a backup of it will read), skipping what `skip` names. */
+export async function folderUsage(root: string, base: string, opts: { skip?: (name: string) => boolean } = {}): Promise<{ files: number; bytes: number }> {
+  let files = 0;
+  let bytes = 0;
+  for await (const item of walkFolder(root, base, opts)) {
+    if (item.kind === 'file') {
+      files++;
+      bytes += item.size;
+    }
+  }
+  return { files, bytes };
+}

@@ -85,7 +85,9 @@ export function storeContract(kind: string, make: () => Promise<StoreFixture>): 
       const gone = await fx.store.put('gone-1.zip');
       for (const p of [keep, gone]) await new Promise<void>((resolve, reject) => p.stream.write(Buffer.from('half'), (e) => (e ? reject(e) : resolve())));
       expect(await fx.store.list()).toEqual([]);
+      expect((await fx.store.listPartials()).length).toBe(2);
       expect((await fx.store.removePartials('gone-')).length).toBe(1);
+      expect((await fx.store.listPartials()).length).toBe(1);
       await expect(keep.commit()).resolves.toEqual({ size: 4 });
       expect((await fx.store.list()).map((o) => o.name)).toEqual(['keep-1.zip']);
       gone.stream.destroy();

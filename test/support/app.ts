@@ -9,6 +9,7 @@ import { silentLogger, type Logger } from '../../src/log';
 import { createUser, type Role } from '../../src/accounts/users';
 import { createToken } from '../../src/accounts/sessions';
 import { createTestDatabase, type TestDatabase } from './db';
+import { Jobs } from '../../src/jobs';
 
 export const TEST_BACKUP_KEY = 'test-backup-key-0123456789abcdef';
 export const TEST_PASSWORD = 'correct horse battery staple';
@@ -18,14 +19,22 @@ export interface TestApp {
   db: TestDatabase;
   config: Config;
   dataDir: string;
+  /** With `jobs: true`: the stored-backup jobs, run by this process. */
+  jobs?: Jobs;
   close(): Promise<void>;
 }
 
-export async function startTestApp(env: Record<string, string> = {}, opts: { log?: Logger } = {}): Promise<TestApp> {
+export async function startTestApp(env: Record<string, string> = {}, opts: { log?: Logger; jobs?: boolean } = {}): Promise<TestApp> {
   const db = await createTestDatabase({ migrated: true });
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-test-data-'));
   const config = loadConfig({}, { DATA_DIR: dataDir, DATABASE_URL: db.url, BACKUP_KEY: TEST_BACKUP_KEY, LOG_LEVEL: 'silent', ...env });
-  const app = createApp({ config, pool: db.pool, log: opts.log ?? silentLogger(), serverVersion: 'test' });
+  const log = opts.log ?? silentLogger();
+  let jobs: Jobs | undefined;
+  if (opts.jobs) {
+    jobs = await Jobs.open({ pool: db.pool, url: db.url, config, log });
+    await jobs.startWorker();
+  }
+  const app = createApp({ config, pool: db.pool, log, serverVersion: 'test', jobs });
   const server = http.createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -34,7 +43,9 @@ export async function startTestApp(env: Record<string, string> = {}, opts: { log
     db,
     config,
     dataDir,
+    jobs,
     async close() {
+      await jobs?.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await db.drop();

@@ -119,6 +119,15 @@ export class LocalStore implements BackupStore {
     }
   }
 
+  async listPartials(): Promise<string[]> {
+    try {
+      return (await fs.promises.readdir(this.location)).filter((n) => n.endsWith(PARTIAL)).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw storeError(this, err, 'cannot list the folder');
+    }
+  }
+
   async removePartials(prefix = ''): Promise<string[]> {
     let names: string[];
     try {

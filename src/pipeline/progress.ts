@@ -1,0 +1,129 @@
+import path from 'node:path';
+import type pg from 'pg';
+import { UPLOAD_FOLDERS } from '../archive';
+import type { Manifest } from '../core/manifest';
+import type { Progress } from '../core/jobs';
+import { tableEstimates, type TableEstimate } from '../db/introspect';
+import { isUploadInProgress } from '../storage/uploads';
+import { folderUsage } from '../storage/walk';
+import type { BackupProgress } from './backup';
+import type { RestoreProgress } from './restore';
+
+/**
+ * Percent and ETA that mean something on a first run: measured against PostgreSQL's own estimates
+ * (pg_class.reltuples, pg_table_size) and the upload folders' sizes for a backup, and against the
+ * manifest for a restore. Work is weighed in bytes: a table counts for its size on disk, a file for
+ * its length.
+ */
+export interface Estimate {
+  tables: Map<string, TableEstimate>;
+  fileBytes: number;
+}
+
+export async function estimateBackup(pool: pg.Pool, dataDir: string): Promise<Estimate> {
+  const client = await pool.connect();
+  let tables: Map<string, TableEstimate>;
+  try {
+    tables = await tableEstimates(client);
+  } finally {
+    client.release();
+  }
+  let fileBytes = 0;
+  for (const folder of UPLOAD_FOLDERS) fileBytes += (await folderUsage(path.join(dataDir, folder), folder, { skip: isUploadInProgress })).bytes;
+  return { tables, fileBytes };
+}
+
+function eta(fraction: number, startedAt: number): number | null {
+  const elapsed = (Date.now() - startedAt) / 1000;
+  if (fraction < 0.02 || elapsed < 0.5) return null;
+  return Math.max(0, Math.round((elapsed * (1 - fraction)) / fraction));
+}
+
+function clampPercent(fraction: number): number {
+  return Math.round(Math.min(0.99, Math.max(0, fraction)) * 1000) / 10;
+}
+
+/** Turns a running backup's counts into a Progress. Remembers what finished tables weighed. */
+export class BackupProgressMeter {
+  private readonly dbTotal: number;
+  private readonly total: number;
+  private finishedWeight = 0;
+  private finishedRows = 0;
+  private current: string | undefined;
+  private currentRows = 0;
+
+  constructor(
+    private readonly estimate: Estimate,
+    private readonly startedAt = Date.now(),
+  ) {
+    // An empty table still costs a round trip: at least 8 KiB each, so a database of empty tables moves.
+    this.dbTotal = [...estimate.tables.values()].reduce((n, t) => n + Math.max(8192, t.bytes), 0);
+    this.total = Math.max(1, this.dbTotal + estimate.fileBytes);
+  }
+
+  private table(qualified: string | undefined): TableEstimate {
+    const name = qualified?.split('.').slice(1).join('.') ?? '';
+    return this.estimate.tables.get(name) ?? { name, rows: null, bytes: 0 };
+  }
+
+  update(p: BackupProgress): Progress {
+    // Tables are written one after another: when the name changes, the previous one is done.
+    if (p.phase !== 'database' || p.table !== this.current) {
+      if (this.current !== undefined) {
+        this.finishedWeight += Math.max(8192, this.table(this.current).bytes);
+        this.finishedRows += this.currentRows;
+      }
+      this.current = p.phase === 'database' ? p.table : undefined;
+      this.currentRows = 0;
+    }
+    let done: number;
+    if (p.phase === 'database') {
+      this.currentRows = p.rows;
+      const t = this.table(p.table);
+      const part = t.rows && t.rows > 0 ? p.rows / t.rows : (p.tableBytes ?? 0) / Math.max(1, t.bytes * 1.5);
+      done = this.finishedWeight + Math.min(0.99, part) * Math.max(8192, t.bytes);
+    } else {
+      done = this.dbTotal + p.fileBytes;
+    }
+    const fraction = p.phase === 'finishing' ? 0.99 : done / this.total;
+    return {
+      phase: p.phase,
+      percent: clampPercent(fraction),
+      rows: this.finishedRows + (p.phase === 'database' ? p.rows : 0),
+      bytes: p.bytesOut,
+      eta_s: p.phase === 'finishing' ? 0 : eta(fraction, this.startedAt),
+    };
+  }
+}
+
+/** Turns a running restore's counts into a Progress, weighed by the manifest's sizes. */
+export class RestoreProgressMeter {
+  private readonly tableBytes: number;
+  private readonly fileBytes: number;
+
+  constructor(
+    private readonly manifest: Manifest,
+    private readonly startedAt = Date.now(),
+  ) {
+    this.tableBytes = manifest.tables.reduce((n, t) => n + Math.max(1024, t.bytes), 0);
+    this.fileBytes = Object.values(manifest.files).reduce((n, f) => n + f.bytes, 0);
+  }
+
+  update(p: RestoreProgress): Progress {
+    const total = Math.max(1, this.tableBytes + this.fileBytes);
+    let done = p.fileBytes;
+    let rows = 0;
+    if (p.phase !== 'files') {
+      done = this.fileBytes;
+      for (let i = 0; i < p.tablesDone && i < this.manifest.tables.length; i++) {
+        done += Math.max(1024, this.manifest.tables[i].bytes);
+        rows += this.manifest.tables[i].rows;
+      }
+      const current = this.manifest.tables.find((t) => `${t.schema}.${t.name}` === p.table);
+      if (p.phase === 'database' && current && current.rows > 0) done += (Math.min(p.rows, current.rows) / current.rows) * Math.max(1024, current.bytes);
+      if (p.phase === 'database') rows += p.rows;
+    }
+    const fraction = p.phase === 'constraints' || p.phase === 'swap' ? 0.99 : (done / total) * 0.95;
+    return { phase: p.phase, percent: clampPercent(fraction), rows, bytes: done, eta_s: eta(fraction, this.startedAt) };
+  }
+}

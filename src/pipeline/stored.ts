@@ -1,0 +1,169 @@
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { CofferError, errorMessage, isCofferError } from '../core/errors';
+import type { BackupRecord, Progress } from '../core/jobs';
+import { HEADER_SIZE, isCofferEncrypted, parseHeaderFields, type KeySource } from '../crypto';
+import type { Actor } from '../db/backup-log';
+import type { Logger } from '../log';
+import { putBuffer, readObject, storeError, type BackupStore } from '../storage/backup-store';
+import { backupRecordSchema } from '../core/jobs';
+import { startBackup } from './backup';
+import { openArchive } from './open-archive';
+import { BackupProgressMeter, estimateBackup, RestoreProgressMeter } from './progress';
+import { restoreArchive, type RestoreSummary } from './restore';
+
+/** Store object names of a stored backup: the archive and its record. */
+export function archiveObjectName(id: string, encrypted: boolean): string {
+  return `${id}.zip${encrypted ? '.crypt' : ''}`;
+}
+export function recordObjectName(id: string): string {
+  return `${id}.json`;
+}
+
+export interface StoredBackupRequest {
+  id: string;
+  name: string;
+  createdBy: string | null;
+  createdAt: Date;
+  correlationId: string | null;
+  pool: pg.Pool;
+  dataDir: string;
+  store: BackupStore;
+  log: Logger;
+  actor?: Actor;
+  via: 'http' | 'cli';
+  encryption?: KeySource;
+  onProgress?: (p: Progress) => void;
+  /** Aborting it cancels the backup (E_CANCELED); nothing is left in the store. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Takes a backup into the store: the archive is written as a partial object and committed only once
+ * complete, then its record `<id>.json` is written beside it. On any failure nothing is left.
+ */
+export async function takeStoredBackup(req: StoredBackupRequest): Promise<BackupRecord> {
+  const startedAt = new Date();
+  const estimate = await estimateBackup(req.pool, req.dataDir);
+  const meter = new BackupProgressMeter(estimate);
+  const object = archiveObjectName(req.id, req.encryption !== undefined);
+  const pending = await req.store.put(object);
+  let committed = false;
+  try {
+    req.signal?.throwIfAborted();
+    const running = await startBackup({
+      pool: req.pool,
+      dataDir: req.dataDir,
+      log: req.log,
+      actor: req.actor,
+      via: req.via,
+      encryption: req.encryption,
+      onProgress: (p) => req.onProgress?.(meter.update(p)),
+    });
+    const onAbort = () => running.output.destroy(new CofferError('E_CANCELED', 'the backup was canceled'));
+    req.signal?.addEventListener('abort', onAbort, { once: true });
+    let result;
+    try {
+      await pipeline(running.output, pending.stream).catch((err: unknown) => {
+        throw isCofferError(err) ? err : storeError(req.store, err, `cannot write ${object}`);
+      });
+      result = await running.result;
+    } catch (err) {
+      await running.result.catch(() => undefined);
+      if (req.signal?.aborted) throw new CofferError('E_CANCELED', 'the backup was canceled');
+      throw err;
+    } finally {
+      req.signal?.removeEventListener('abort', onAbort);
+    }
+    const { size } = await pending.commit();
+    committed = true;
+    const m = result.manifest;
+    let keyId: string | null = null;
+    if (result.encrypted) {
+      const source = await req.store.open(object);
+      try {
+        const header = await source.read(0, HEADER_SIZE);
+        if (isCofferEncrypted(header)) keyId = parseHeaderFields(header).keyId.toString('hex');
+      } finally {
+        await source.close();
+      }
+    }
+    const record: BackupRecord = {
+      record: 1,
+      id: req.id,
+      name: req.name,
+      object,
+      created_by: req.createdBy,
+      created_at: req.createdAt.toISOString(),
+      started_at: startedAt.toISOString(),
+      finished_at: new Date().toISOString(),
+      size,
+      sha256: result.sha256,
+      encrypted: result.encrypted,
+      key_id: keyId,
+      correlation_id: req.correlationId,
+      summary: {
+        tables: m.tables.length,
+        rows: m.tables.reduce((n, t) => n + t.rows, 0),
+        files: Object.values(m.files).reduce((n, f) => n + f.files, 0),
+        file_bytes: Object.values(m.files).reduce((n, f) => n + f.bytes, 0),
+        migrations: m.migrations,
+        app_version: m.app.version,
+        postgres: m.postgres.server_version,
+      },
+    };
+    await putBuffer(req.store, recordObjectName(req.id), JSON.stringify(record, null, 2) + '\n');
+    return record;
+  } catch (err) {
+    if (committed) await req.store.delete(object).catch(() => undefined);
+    else await pending.abort().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Reads and checks a backup's record from the store (rescan). */
+export async function readBackupRecord(store: BackupStore, name: string): Promise<BackupRecord> {
+  const raw = await readObject(store, name);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw.toString('utf8'));
+  } catch (err) {
+    throw new CofferError('E_STORE', `${name} in ${store.location} is not valid JSON: ${errorMessage(err)}`);
+  }
+  const r = backupRecordSchema.safeParse(parsed);
+  if (!r.success) throw new CofferError('E_STORE', `${name} in ${store.location} is not a backup record: ${r.error.issues[0].path.join('.')}: ${r.error.issues[0].message}`);
+  return r.data;
+}
+
+export interface StoredRestoreRequest {
+  pool: pg.Pool;
+  dataDir: string;
+  store: BackupStore;
+  object: string;
+  backupId: string;
+  sha256: string | null;
+  key: KeySource | undefined;
+  log: Logger;
+  actor?: Actor;
+  restoreId: string;
+  onProgress?: (p: Progress) => void;
+}
+
+/** Restores a stored backup, exactly as `coffer restore` does a file: read at random offsets from the store. */
+export async function restoreStoredBackup(req: StoredRestoreRequest): Promise<RestoreSummary> {
+  const archive = await openArchive(await req.store.open(req.object), req.key);
+  try {
+    const meter = new RestoreProgressMeter(archive.manifest);
+    return await restoreArchive({
+      archive,
+      pool: req.pool,
+      dataDir: req.dataDir,
+      log: req.log,
+      actor: req.actor,
+      source: { stored_backup_id: req.backupId, restore_job_id: req.restoreId, archive: req.object, archive_sha256: req.sha256 },
+      onProgress: (p) => req.onProgress?.(meter.update(p)),
+    });
+  } finally {
+    await archive.close();
+  }
+}
