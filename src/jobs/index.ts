@@ -64,6 +64,8 @@ export interface CreateRestoreRequest extends Requester {
 const queuedProgress = (): Progress => ({ phase: 'queued', percent: 0, rows: 0, bytes: 0, eta_s: null });
 const doneProgress = (rows: number, bytes: number): Progress => ({ phase: 'done', percent: 100, rows, bytes, eta_s: 0 });
 
+const STOPPED: JobError = { code: 'E_INTERRUPTED', message: 'the coffer process running this job was stopped before the job finished; nothing of it was kept' };
+
 function jobError(err: unknown): JobError {
   if (isCofferError(err)) return { code: err.code, message: err.message };
   return { code: 'E_INTERNAL', message: errorMessage(err) };
@@ -94,6 +96,8 @@ export class Jobs {
   private sweeping?: Promise<void>;
   private running = new Set<Promise<unknown>>();
   private closed = false;
+  /** Set by close(): jobs it stops end as interrupted, not as canceled by someone. */
+  private stopping = false;
 
   private constructor(private readonly opts: JobsOptions) {
     this.store = opts.store ?? new LocalStore(opts.config.backupDir);
@@ -168,6 +172,7 @@ export class Jobs {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopping = true;
     if (this.sweeper) clearInterval(this.sweeper);
     await this.sweeping?.catch(() => undefined);
     // Jobs still running are canceled: a service stop does not leave them running, and a restore
@@ -272,11 +277,16 @@ export class Jobs {
       this.log.info({ backup: row.id, bytes: record.size }, 'stored backup finished');
     } catch (err) {
       await progress.stop();
-      const canceled = ctl.signal.aborted || isCofferError(err, 'E_CANCELED');
+      const canceled = !this.stopping && (ctl.signal.aborted || isCofferError(err, 'E_CANCELED'));
       const current = await catalog.getBackup(this.ops, row.id);
       // Taken over by a sweep (its lock was lost): the sweep recorded the outcome.
       if (current?.status === 'running') {
-        await catalog.endBackupRow(this.ops, row.id, canceled ? 'canceled' : 'failed', canceled ? { code: 'E_CANCELED', message: 'the backup was canceled' } : jobError(err));
+        await catalog.endBackupRow(
+          this.ops,
+          row.id,
+          canceled ? 'canceled' : 'failed',
+          canceled ? { code: 'E_CANCELED', message: 'the backup was canceled' } : this.stopping ? STOPPED : jobError(err),
+        );
       }
       this.log.warn({ backup: row.id }, `stored backup ${canceled ? 'canceled' : 'failed'}: ${errorMessage(err)}`);
     } finally {
@@ -338,8 +348,13 @@ export class Jobs {
       this.log.info({ restore: id, backup: source.id, rows: summary.rows }, 'restore from a stored backup finished');
     } catch (err) {
       await progress.stop();
-      const canceled = ctl.signal.aborted && !isCofferError(err);
-      await catalog.endRestoreRow(this.ops, id, canceled ? 'canceled' : 'failed', canceled ? { code: 'E_CANCELED', message: 'the restore was canceled before it changed anything' } : jobError(err));
+      const canceled = !this.stopping && ctl.signal.aborted;
+      await catalog.endRestoreRow(
+        this.ops,
+        id,
+        canceled ? 'canceled' : 'failed',
+        canceled ? { code: 'E_CANCELED', message: 'the restore was canceled before it changed anything' } : this.stopping ? STOPPED : jobError(err),
+      );
       this.log.warn({ restore: id }, `restore from a stored backup failed: ${errorMessage(err)}`);
     } finally {
       this.local.delete(id);

@@ -1,4 +1,5 @@
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import type { BackupRecord, Progress } from '../core/jobs';
@@ -50,16 +51,17 @@ export async function takeStoredBackup(req: StoredBackupRequest): Promise<Backup
   const pending = await req.store.put(object);
   let committed = false;
   try {
-    req.signal?.throwIfAborted();
-    const running = await startBackup({
-      pool: req.pool,
-      dataDir: req.dataDir,
-      log: req.log,
-      actor: req.actor,
-      via: req.via,
-      encryption: req.encryption,
-      onProgress: (p) => req.onProgress?.(meter.update(p)),
-    });
+    const running = await startWhenFree(req, () =>
+      startBackup({
+        pool: req.pool,
+        dataDir: req.dataDir,
+        log: req.log,
+        actor: req.actor,
+        via: req.via,
+        encryption: req.encryption,
+        onProgress: (p) => req.onProgress?.(meter.update(p)),
+      }),
+    );
     const onAbort = () => running.output.destroy(new CofferError('E_CANCELED', 'the backup was canceled'));
     req.signal?.addEventListener('abort', onAbort, { once: true });
     let result;
@@ -118,6 +120,23 @@ export async function takeStoredBackup(req: StoredBackupRequest): Promise<Backup
     if (committed) await req.store.delete(object).catch(() => undefined);
     else await pending.abort().catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * A job does not fail because a streaming or CLI backup holds the backup lock: it waits (phase
+ * `waiting`), checking every second, until the lock is free or the job is canceled.
+ */
+async function startWhenFree<T>(req: StoredBackupRequest, start: () => Promise<T>): Promise<T> {
+  for (;;) {
+    if (req.signal?.aborted) throw new CofferError('E_CANCELED', 'the backup was canceled');
+    try {
+      return await start();
+    } catch (err) {
+      if (!isCofferError(err, 'E_BACKUP_RUNNING')) throw err;
+    }
+    req.onProgress?.({ phase: 'waiting', percent: 0, rows: 0, bytes: 0, eta_s: null });
+    await delay(1000, undefined, { signal: req.signal }).catch(() => undefined);
   }
 }
 

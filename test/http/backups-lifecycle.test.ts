@@ -239,6 +239,56 @@ describe('stored backup jobs', () => {
   });
 });
 
+describe('jobs and the other backups', () => {
+  test('a stored backup waits (phase "waiting") while a streaming backup holds the backup lock, then runs', async () => {
+    const unlock = await lockTable('projects');
+    const ctl = new AbortController();
+    try {
+      const stream = fetch(`${app.url}/api/v1/utils/backup/`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${sys.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ key: TEST_BACKUP_KEY }),
+        signal: ctl.signal,
+      });
+      const streamed = stream.then((r) => r.arrayBuffer());
+      streamed.catch(() => undefined);
+      await until('the streaming backup to take the lock', async () => {
+        const r = await app.db.pool.query(`SELECT count(*)::int AS n FROM backup_log WHERE event = 'backup_started' AND details->>'via' = 'http'`);
+        return r.rows[0].n > 0;
+      });
+      const b = (await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY } })).body;
+      const waiting = await until('the job to wait', async () => {
+        const o = (await api('GET', `/api/v1/backups/${b.id}`)).body;
+        return o.status === 'running' && o.progress.phase === 'waiting' && o;
+      });
+      expect(waiting.error).toBeNull();
+      await unlock();
+      expect((await streamed).byteLength).toBeGreaterThan(0);
+      expect((await finished(b.id)).status).toBe('finished');
+    } finally {
+      ctl.abort();
+      await unlock();
+    }
+  });
+
+  test('stopping the worker during a job ends it as interrupted, with no partial file', async () => {
+    const unlock = await lockTable('projects');
+    const jobs = await Jobs.open({ pool: app.db.pool, url: app.db.url, config: app.config, log: silentLogger() });
+    try {
+      const b = (await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY } })).body;
+      await until('the backup to run', async () => (await api('GET', `/api/v1/backups/${b.id}`)).body.status === 'running');
+      await app.jobs!.close();
+      await unlock();
+      const o = await jobs.getBackup(b.id);
+      expect(o).toMatchObject({ status: 'failed', error: { code: 'E_INTERRUPTED' } });
+      expect(partials()).toEqual([]);
+    } finally {
+      await unlock();
+      await jobs.close();
+    }
+  });
+});
+
 describe('a crash during a job', () => {
   function serve(): ChildProcess {
     return spawn(process.execPath, [COFFER_BIN, 'serve'], {
