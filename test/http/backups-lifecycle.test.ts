@@ -5,7 +5,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { Jobs } from '../../src/jobs';
 import { silentLogger } from '../../src/log';
-import { makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from '../support/app';
+import { apiAs, makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from '../support/app';
 import { COFFER_BIN } from '../support/cli';
 import { seedDomain, writeUploadFiles } from '../support/seed';
 
@@ -15,20 +15,7 @@ let app: TestApp;
 let sys: TestUser;
 const KEY = { 'x-backup-key': TEST_BACKUP_KEY };
 
-async function api(method: string, p: string, opts: { body?: unknown; token?: string; headers?: Record<string, string> } = {}) {
-  const res = await fetch(`${app.url}${p}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${opts.token ?? sys.token}`,
-      ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
-      ...opts.headers,
-    },
-    body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
-  });
-  const type = res.headers.get('content-type') ?? '';
-  const body = type.includes('json') ? await res.json() : Buffer.from(await res.arrayBuffer());
-  return { status: res.status, body: body as any, headers: res.headers };
-}
+const api = apiAs(() => app, () => sys);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

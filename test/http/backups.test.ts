@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fingerprint } from '../support/archive';
-import { makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from '../support/app';
+import { apiAs, makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from '../support/app';
 import { seedDomain, writeUploadFiles } from '../support/seed';
 
 jest.setTimeout(60_000);
@@ -10,20 +10,7 @@ jest.setTimeout(60_000);
 let app: TestApp;
 let sys: TestUser;
 
-async function api(method: string, p: string, opts: { body?: unknown; token?: string; headers?: Record<string, string> } = {}) {
-  const res = await fetch(`${app.url}${p}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${opts.token ?? sys.token}`,
-      ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
-      ...opts.headers,
-    },
-    body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
-  });
-  const type = res.headers.get('content-type') ?? '';
-  const body = type.includes('json') ? await res.json() : Buffer.from(await res.arrayBuffer());
-  return { status: res.status, body: body as any, headers: res.headers };
-}
+const api = apiAs(() => app, () => sys);
 
 /** The database as a restore should give it back; API tokens' last_used_at moves with every call made here. */
 async function state(): Promise<Record<string, string>> {

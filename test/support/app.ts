@@ -76,3 +76,28 @@ export async function makeUser(app: TestApp, username: string, role: Role, opts:
   if (opts.inactive) await app.db.pool.query(`UPDATE users SET is_active = false WHERE id = $1`, [user.id]);
   return { id: user.id, username, token, cookie };
 }
+
+export interface ApiAnswer {
+  status: number;
+  /** Parsed JSON, or the raw bytes of anything else. */
+  body: any;
+  headers: Headers;
+}
+
+/** A JSON API caller as one user (Bearer token); `token` per call overrides it. */
+export function apiAs(app: () => TestApp, user: () => TestUser) {
+  return async (method: string, p: string, opts: { body?: unknown; token?: string; headers?: Record<string, string> } = {}): Promise<ApiAnswer> => {
+    const res = await fetch(`${app().url}${p}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${opts.token ?? user().token}`,
+        ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...opts.headers,
+      },
+      body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+    });
+    const type = res.headers.get('content-type') ?? '';
+    const body: unknown = type.includes('json') ? await res.json() : Buffer.from(await res.arrayBuffer());
+    return { status: res.status, body, headers: res.headers };
+  };
+}

@@ -34,6 +34,21 @@ function policyFor(ctx: AppContext, req: Request, action: BackupAction, key?: st
   return { pool: ctx.pool, config: ctx.config, user: req.user, action, key, via: 'http', log: req.log };
 }
 
+/** A POST carrying BACKUP_KEY and an archive key in its JSON body: authorized, then parsed. */
+async function authorizeKeyedPost<T extends { key: string; aes_key?: string; passphrase?: string }>(ctx: AppContext, req: Request, action: BackupAction, schema: z.ZodType<T>) {
+  let input!: T;
+  const policy: PolicyRequest = {
+    ...policyFor(ctx, req, action),
+    readRequest: () => {
+      requireJson(req);
+      input = parseInput(schema, req.body);
+      return input.key;
+    },
+  };
+  const actor = await authorizeBackupAction(policy);
+  return { input, key: await keySourceOrDeny(policy, actor, input) };
+}
+
 function headerKey(req: Request): string | undefined {
   const v = req.headers[BACKUP_KEY_HEADER];
   return typeof v === 'string' ? v : undefined;
@@ -75,17 +90,7 @@ export function backupsRoutes(ctx: AppContext): Router {
   const r = Router();
 
   r.post('/', requireUser, async (req, res) => {
-    let input!: z.infer<typeof createBackupBody>;
-    const policy: PolicyRequest = {
-      ...policyFor(ctx, req, 'create'),
-      readRequest: () => {
-        requireJson(req);
-        input = parseInput(createBackupBody, req.body);
-        return input.key;
-      },
-    };
-    const actor = await authorizeBackupAction(policy);
-    const encryption = await keySourceOrDeny(policy, actor, input);
+    const { input, key: encryption } = await authorizeKeyedPost(ctx, req, 'create', createBackupBody);
     const backup = await jobs(ctx).createBackup({ ...requester(req), name: input.name, encryption, correlationId: input.correlation_id });
     res.status(202).location(`/api/v1/backups/${backup.id}`).json(backup);
   });
@@ -169,17 +174,7 @@ export function backupsRoutes(ctx: AppContext): Router {
   });
 
   r.post('/:id/restore', requireUser, async (req, res) => {
-    let input!: z.infer<typeof restoreBody>;
-    const policy: PolicyRequest = {
-      ...policyFor(ctx, req, 'restore'),
-      readRequest: () => {
-        requireJson(req);
-        input = parseInput(restoreBody, req.body);
-        return input.key;
-      },
-    };
-    const actor = await authorizeBackupAction(policy);
-    const key = await keySourceOrDeny(policy, actor, input);
+    const { input, key } = await authorizeKeyedPost(ctx, req, 'restore', restoreBody);
     const restore = await jobs(ctx).createRestore({
       ...requester(req),
       backupId: String(req.params.id),

@@ -89,14 +89,18 @@ export class LocalStore implements BackupStore {
     }
   }
 
-  async list(): Promise<StoredObject[]> {
-    let names: string[];
+  /** The folder's entries; none before the first backup created it. */
+  private async names(): Promise<string[]> {
     try {
-      names = await fs.promises.readdir(this.location);
+      return await fs.promises.readdir(this.location);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw storeError(this, err, 'cannot list the folder');
     }
+  }
+
+  async list(): Promise<StoredObject[]> {
+    const names = await this.names();
     const out: StoredObject[] = [];
     for (const name of names.sort()) {
       if (name.endsWith(PARTIAL)) continue;
@@ -120,22 +124,11 @@ export class LocalStore implements BackupStore {
   }
 
   async listPartials(): Promise<string[]> {
-    try {
-      return (await fs.promises.readdir(this.location)).filter((n) => n.endsWith(PARTIAL)).sort();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw storeError(this, err, 'cannot list the folder');
-    }
+    return (await this.names()).filter((n) => n.endsWith(PARTIAL)).sort();
   }
 
   async removePartials(prefix = ''): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await fs.promises.readdir(this.location);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw storeError(this, err, 'cannot list the folder');
-    }
+    const names = await this.names();
     const removed: string[] = [];
     for (const name of names) {
       if (!name.endsWith(PARTIAL) || !name.startsWith(prefix)) continue;
