@@ -312,4 +312,39 @@ describe('a crash during a job', () => {
       await jobs.close();
     }
   });
+
+  test('kill -9 of the service during a restore job: the job ends interrupted and the database is unchanged', async () => {
+    const jobs = await Jobs.open({ pool: app.db.pool, url: app.db.url, config: app.config, log: silentLogger() });
+    let child = serve();
+    // A reader holding a table: the restore's flush waits for it, mid-transaction.
+    const reader = new pg.Client({ connectionString: app.db.url });
+    await reader.connect();
+    try {
+      const b = await jobs.createBackup({ username: 'sys', userId: sys.id, via: 'http' });
+      expect((await jobs.waitFor('backup', b.id, { timeoutMs: 30_000 })).status).toBe('finished');
+      await app.db.pool.query(`INSERT INTO notes (project_id, title) SELECT project_id, 'after the backup' FROM notes LIMIT 1`);
+      const before = (await app.db.pool.query(`SELECT count(*)::int AS n FROM notes`)).rows[0].n;
+      await reader.query('BEGIN');
+      await reader.query('SELECT count(*) FROM notes');
+      const r = await jobs.createRestore({ username: 'sys', userId: sys.id, via: 'http', backupId: b.id, safetyBackup: false });
+      await until('the restore to wait on the reader', async () => {
+        const locks = await app.db.pool.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted`);
+        return (await jobs.getRestore(r.id)).status === 'running' && locks.rows[0].n > 0;
+      });
+      child.kill('SIGKILL');
+      await new Promise((res) => child.once('exit', res));
+      await reader.query('ROLLBACK');
+      child = serve();
+      const after = await until('the restarted service to sweep', async () => {
+        const o = await jobs.getRestore(r.id);
+        return o.status !== 'running' && o;
+      });
+      expect(after).toMatchObject({ status: 'failed', error: { code: 'E_INTERRUPTED' } });
+      expect((await app.db.pool.query(`SELECT count(*)::int AS n FROM notes`)).rows[0].n).toBe(before);
+    } finally {
+      await reader.end().catch(() => undefined);
+      child.kill('SIGKILL');
+      await jobs.close();
+    }
+  });
 });
