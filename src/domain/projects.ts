@@ -6,11 +6,13 @@ import { bigintId, int4, jsonObject, text } from './input';
 
 export { parseInput } from './input';
 
+export const PROJECT_STATUSES = ['draft', 'active', 'archived'] as const;
+
 export const projectInput = z.object({
   name: text(500).min(1),
   tags: z.array(text(200)).max(100).default([]),
   settings: jsonObject.default({}),
-  status: z.enum(['draft', 'active', 'archived']).default('draft'),
+  status: z.enum(PROJECT_STATUSES).default('draft'),
 });
 
 export const noteInput = z.object({
@@ -36,7 +38,8 @@ export const findingInput = z.object({
 /** Names a user to add to a project: `{"username": "bob"}` or `{"user_id": "42"}`. */
 export const memberInput = z
   .object({ username: text(150).min(1).optional(), user_id: bigintId.optional() })
-  .refine((v) => (v.username === undefined) !== (v.user_id === undefined), 'give exactly one of username and user_id');
+  .refine((v) => (v.username === undefined) !== (v.user_id === undefined), 'give exactly one of username and user_id')
+  .describe('exactly one of username and user_id');
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

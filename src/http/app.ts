@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import express, { type Express } from 'express';
+import express, { type Express, type Router } from 'express';
 import { CofferError } from '../core/errors';
 import { authenticate } from './auth';
 import type { AppContext } from './context';
@@ -10,6 +10,21 @@ import { healthRoutes } from './routes/health';
 import { projectRoutes } from './routes/projects';
 import { backupRoutes } from './routes/backup';
 import { backupsRoutes, restoresRoutes } from './routes/backups';
+import { openapiRoutes } from './routes/openapi';
+
+/**
+ * Where each router is mounted. createApp mounts exactly these, in this order; the OpenAPI coverage
+ * test reads the same list, since Express keeps no mount path a test could read back.
+ */
+export const ROUTER_MOUNTS: readonly (readonly [prefix: string, routes: (ctx: AppContext) => Router])[] = [
+  ['/api/v1/health', healthRoutes],
+  ['/api/v1/auth', authRoutes],
+  ['/api/v1/projects', projectRoutes],
+  ['/api/v1/utils', backupRoutes],
+  ['/api/v1/backups', backupsRoutes],
+  ['/api/v1/restores', restoresRoutes],
+  ['/api/v1/openapi.json', openapiRoutes],
+];
 
 export function createApp(ctx: AppContext): Express {
   const app = express();
@@ -32,12 +47,7 @@ export function createApp(ctx: AppContext): Express {
   app.use(express.json({ limit: '1mb' }));
   app.use(authenticate(ctx));
 
-  app.use('/api/v1/health', healthRoutes(ctx));
-  app.use('/api/v1/auth', authRoutes(ctx));
-  app.use('/api/v1/projects', projectRoutes(ctx));
-  app.use('/api/v1/utils', backupRoutes(ctx));
-  app.use('/api/v1/backups', backupsRoutes(ctx));
-  app.use('/api/v1/restores', restoresRoutes(ctx));
+  for (const [prefix, routes] of ROUTER_MOUNTS) app.use(prefix, routes(ctx));
 
   app.use((req, _res, next) => next(new CofferError('E_NOT_FOUND', `no route ${req.method} ${req.path}`)));
   app.use(errorHandler);

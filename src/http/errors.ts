@@ -1,7 +1,14 @@
 import type { ErrorRequestHandler, Request, Response } from 'express';
-import { CofferError, isCofferError } from '../core/errors';
+import { z } from 'zod';
+import { CofferError, ERROR_CODES, isCofferError, type ErrorCode } from '../core/errors';
 
-type Mapped = { status: number; code: string; message: string; expected: boolean };
+/** Every error answer's body (sendError writes it); the OpenAPI document's `Error`. */
+export const errorBody = z.object({
+  code: z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]).describe('stable error code (README: Error codes)'),
+  message: z.string().describe('one line: what is wrong and, where there is one, the fix'),
+});
+
+type Mapped = { status: number; code: ErrorCode; message: string; expected: boolean };
 
 /** A PostgreSQL error's SQLSTATE (pg's DatabaseError carries `code` and `severity`), if it is one. */
 function sqlState(err: unknown): string | undefined {
@@ -53,5 +60,5 @@ export function sendError(res: Response, err: unknown): void {
   if (err instanceof CofferError && err.code === 'E_RATE_LIMITED' && typeof err.details?.retryAfter === 'number') {
     res.setHeader('Retry-After', String(err.details.retryAfter));
   }
-  res.status(mapped.status).json({ code: mapped.code, message: mapped.message });
+  res.status(mapped.status).json({ code: mapped.code, message: mapped.message } satisfies z.infer<typeof errorBody>);
 }

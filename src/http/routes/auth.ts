@@ -7,9 +7,24 @@ import { createSession, deleteSession } from '../../accounts/sessions';
 import { findUserWithHash, type User } from '../../accounts/users';
 import { parseInput, text } from '../../domain/input';
 import { requireUser, SESSION_COOKIE } from '../auth';
-import type { AppContext } from '../context';
+import type { AppContext, AuthMethod } from '../context';
 
-const loginInput = z.object({ username: text(150).min(1), password: z.string().min(1).max(1024) });
+export const loginInput = z.object({ username: text(150).min(1), password: z.string().min(1).max(1024) });
+
+const timestamp = z.string().describe('ISO 8601 time');
+
+/** A user as the API shows it (publicUser's keys are checked against it). */
+export const publicUserSchema = z.object({
+  id: z.string().describe('bigint id, as decimal text'),
+  username: z.string(),
+  is_active: z.boolean(),
+  is_superuser: z.boolean(),
+  is_system_user: z.boolean(),
+  created_at: timestamp,
+  last_login_at: timestamp.nullable(),
+});
+export const loginAnswer = z.object({ user: publicUserSchema, expires_at: timestamp.describe('when the session cookie expires') });
+export const meAnswer = z.object({ user: publicUserSchema, auth: z.enum(['session', 'token'] satisfies AuthMethod[]) });
 
 export function publicUser(u: User) {
   return {
@@ -20,7 +35,7 @@ export function publicUser(u: User) {
     is_system_user: u.isSystemUser,
     created_at: u.createdAt,
     last_login_at: u.lastLoginAt,
-  };
+  } satisfies Record<keyof z.infer<typeof publicUserSchema>, unknown>;
 }
 
 function cookieIsSecure(ctx: AppContext, req: Request): boolean {

@@ -8,7 +8,8 @@ import { archiveFileName } from '../../pipeline/names';
 import { requireUser } from '../auth';
 import type { AppContext } from '../context';
 
-const backupInput = z.object({
+/** The streaming endpoint's body: it validates, and it is the OpenAPI document's. */
+export const backupInput = z.object({
   key: z.string({ error: 'key is required' }).max(4096),
   aes_key: z.string().max(1024).optional(),
   passphrase: z.string().max(4096).optional(),

@@ -3,9 +3,10 @@ import { Router, type Request, type Response } from 'express';
 import rangeParser from 'range-parser';
 import { z } from 'zod';
 import { CofferError, errorMessage } from '../../core/errors';
-import { BACKUP_STATUSES, FINAL_STATUSES } from '../../core/jobs';
+import { BACKUP_STATUSES, backupObjectSchema, FINAL_STATUSES, restoreObjectSchema } from '../../core/jobs';
 import { parseInput, text } from '../../domain/input';
 import type { Jobs } from '../../jobs';
+import type { BackupStore } from '../../storage/backup-store';
 import { authorizeBackupAction, keySourceOrDeny, type BackupAction, type PolicyRequest } from '../../pipeline/policy';
 import { requireUser } from '../auth';
 import type { AppContext } from '../context';
@@ -24,6 +25,11 @@ export const restoreBody = z
   .strict();
 export const listBackupsQuery = z.object({ status: z.enum(BACKUP_STATUSES).optional() }).strict();
 export const BACKUP_KEY_HEADER = 'x-backup-key';
+
+/** Answers that wrap the job shapes of core/jobs. */
+export const backupListAnswer = z.object({ backups: z.array(backupObjectSchema) });
+export const restoreListAnswer = z.object({ restores: z.array(restoreObjectSchema) });
+export const storeDirectoryAnswer = z.object({ store: z.enum(['local', 's3'] satisfies BackupStore['kind'][]), path: z.string().describe('where the store keeps its objects') });
 
 function jobs(ctx: AppContext): Jobs {
   if (!ctx.jobs) throw new CofferError('E_INTERNAL', 'stored backups are not available in this process');
@@ -98,13 +104,13 @@ export function backupsRoutes(ctx: AppContext): Router {
   r.get('/', requireUser, async (req, res) => {
     await authorizeBackupAction(policyFor(ctx, req, 'list'));
     const q = parseInput(listBackupsQuery, req.query);
-    res.json({ backups: await jobs(ctx).listBackups(q.status) });
+    res.json({ backups: await jobs(ctx).listBackups(q.status) } satisfies z.infer<typeof backupListAnswer>);
   });
 
   r.get('/directory', requireUser, async (req, res) => {
     await authorizeBackupAction(policyFor(ctx, req, 'status'));
     const store = jobs(ctx).store;
-    res.json({ store: store.kind, path: store.location });
+    res.json({ store: store.kind, path: store.location } satisfies z.infer<typeof storeDirectoryAnswer>);
   });
 
   r.get('/:id', requireUser, async (req, res) => {
@@ -193,7 +199,7 @@ export function restoresRoutes(ctx: AppContext): Router {
 
   r.get('/', requireUser, async (req, res) => {
     await authorizeBackupAction(policyFor(ctx, req, 'list'));
-    res.json({ restores: await jobs(ctx).listRestores() });
+    res.json({ restores: await jobs(ctx).listRestores() } satisfies z.infer<typeof restoreListAnswer>);
   });
 
   r.get('/:id', requireUser, async (req, res) => {
