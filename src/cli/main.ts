@@ -6,6 +6,7 @@ import { registerMigrate } from './commands/migrate';
 import { registerServe } from './commands/serve';
 import { registerUsers } from './commands/users';
 import { registerArchiveCommands } from './commands/archive';
+import { registerBackups } from './commands/backups';
 
 
 export function buildProgram(): Command {
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerUsers(program);
   registerDemo(program);
   registerArchiveCommands(program);
+  registerBackups(program);
   return program;
 }
 

@@ -1,3 +1,6 @@
+import cliProgress from 'cli-progress';
+import type { Progress } from '../core/jobs';
+
 /**
  * A one-line progress display on stderr, only when stderr is a terminal; silent otherwise (cron,
  * pipes, CI). Redraws at most a few times a second.
@@ -44,4 +47,50 @@ export function formatDuration(seconds: number): string {
   const m = Math.floor(seconds / 60);
   const s = Math.round(seconds % 60);
   return m > 0 ? `${m}m${String(s).padStart(2, '0')}s` : `${s}s`;
+}
+
+/**
+ * A progress bar for a stored-backup job (percent and ETA as the job reports them), on stderr, only
+ * when stderr is a terminal.
+ */
+export class JobProgressBar {
+  private bar?: cliProgress.SingleBar;
+  readonly enabled: boolean;
+
+  constructor(
+    private readonly label: string,
+    enabled = !!process.stderr.isTTY,
+  ) {
+    this.enabled = enabled;
+  }
+
+  update(p: Progress | null): void {
+    if (!this.enabled || !p) return;
+    const payload = {
+      phase: p.phase.padEnd(13),
+      left: p.eta_s === null ? '?' : formatDuration(p.eta_s),
+      done: `${p.rows} rows, ${formatBytes(p.bytes)}`,
+    };
+    const percent = Math.round(p.percent);
+    if (!this.bar) {
+      this.bar = new cliProgress.SingleBar(
+        {
+          stream: process.stderr,
+          format: `${this.label} {phase} [{bar}] {percentage}% | ETA {left} | {done}`,
+          barsize: 30,
+          hideCursor: true,
+          clearOnComplete: true,
+        },
+        cliProgress.Presets.shades_classic,
+      );
+      this.bar.start(100, percent, payload);
+    } else {
+      this.bar.update(percent, payload);
+    }
+  }
+
+  stop(): void {
+    this.bar?.stop();
+    this.bar = undefined;
+  }
 }

@@ -1,3 +1,5 @@
+import readline from 'node:readline/promises';
+
 /** Reads a line from the terminal without echoing it (for keys and passphrases). */
 export function promptHidden(question: string): Promise<string> {
   const stdin = process.stdin;
@@ -26,4 +28,14 @@ export function promptHidden(question: string): Promise<string> {
     };
     stdin.on('data', onData);
   });
+}
+
+/** Asks on the terminal; true only when the answer is `yes`. */
+export async function confirm(question: string): Promise<boolean> {
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return (await rl.question(question)).trim().toLowerCase() === 'yes';
+  } finally {
+    rl.close();
+  }
 }

@@ -98,6 +98,8 @@ export class Jobs {
   private closed = false;
   /** Set by close(): jobs it stops end as interrupted, not as canceled by someone. */
   private stopping = false;
+  /** runUntilFinal: the job after which this process takes no more jobs. */
+  private stopAfter?: string;
 
   private constructor(private readonly opts: JobsOptions) {
     this.store = opts.store ?? new LocalStore(opts.config.backupDir);
@@ -150,10 +152,29 @@ export class Jobs {
         await run;
       } finally {
         this.running.delete(run);
+        // Before the handler returns, so the worker loop does not fetch another job.
+        if (job.data.id === this.stopAfter) await this.boss.offWork(QUEUE);
       }
     });
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweeper.unref();
+  }
+
+  /**
+   * For a command that found no worker on the database: runs jobs in this process until job `id` has
+   * ended, then takes no more. Jobs queued before it run first (one queue, one job at a time). If
+   * another process ran `id`, a job this one is running when `id` ends is canceled by close().
+   */
+  async runUntilFinal(kind: 'backup', id: string, opts?: WaitOptions<BackupObject>): Promise<BackupObject>;
+  async runUntilFinal(kind: 'restore', id: string, opts?: WaitOptions<RestoreObject>): Promise<RestoreObject>;
+  async runUntilFinal(kind: 'backup' | 'restore', id: string, opts: WaitOptions<BackupObject & RestoreObject> = {}): Promise<BackupObject | RestoreObject> {
+    this.stopAfter = id;
+    await this.startWorker();
+    try {
+      return kind === 'backup' ? await this.waitFor('backup', id, opts as WaitOptions<BackupObject>) : await this.waitFor('restore', id, opts as WaitOptions<RestoreObject>);
+    } finally {
+      await this.boss.offWork(QUEUE);
+    }
   }
 
   /** Whether some coffer process (this one included) runs jobs on this database. */
