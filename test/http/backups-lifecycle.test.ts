@@ -277,12 +277,22 @@ describe('jobs and the other backups', () => {
 });
 
 describe('a crash during a job', () => {
+  /** What the spawned services wrote (warnings and errors), shown when a wait times out. */
+  let output = '';
   function serve(): ChildProcess {
-    return spawn(process.execPath, [COFFER_BIN, 'serve'], {
-      env: { PATH: process.env.PATH, DATABASE_URL: app.db.url, DATA_DIR: app.dataDir, PORT: '0', BACKUP_KEY: TEST_BACKUP_KEY, LOG_LEVEL: 'silent' },
-      stdio: 'ignore',
+    const child = spawn(process.execPath, [COFFER_BIN, 'serve'], {
+      env: { PATH: process.env.PATH, DATABASE_URL: app.db.url, DATA_DIR: app.dataDir, PORT: '0', BACKUP_KEY: TEST_BACKUP_KEY, LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
+    const keep = (d: Buffer) => (output = (output + d.toString()).slice(-4000));
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+    return child;
   }
+  const waitFor = <T>(what: string, fn: () => Promise<T | undefined | false>) =>
+    until(what, fn).catch((err: Error) => {
+      throw new Error(`${err.message}; the service said: ${output || '(nothing)'}`);
+    });
 
   test('kill -9 of the service during a backup job: after restart no job is running and no .partial is left', async () => {
     await app.jobs!.close(); // only the spawned service runs jobs now
@@ -291,13 +301,13 @@ describe('a crash during a job', () => {
     let child = serve();
     try {
       const b = await jobs.createBackup({ username: 'sys', userId: sys.id, via: 'http' });
-      await until('the service to run the backup', async () => (await jobs.getBackup(b.id)).status === 'running' && partials().length === 1);
+      await waitFor('the service to run the backup', async () => (await jobs.getBackup(b.id)).status === 'running' && partials().length === 1);
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
       await unlock();
       expect((await jobs.getBackup(b.id)).status).toBe('running');
       child = serve();
-      const after = await until('the restarted service to sweep', async () => {
+      const after = await waitFor('the restarted service to sweep', async () => {
         const o = await jobs.getBackup(b.id);
         return o.status !== 'running' && o;
       });
@@ -327,15 +337,15 @@ describe('a crash during a job', () => {
       await reader.query('BEGIN');
       await reader.query('SELECT count(*) FROM notes');
       const r = await jobs.createRestore({ username: 'sys', userId: sys.id, via: 'http', backupId: b.id, safetyBackup: false });
-      await until('the restore to wait on the reader', async () => {
-        const locks = await app.db.pool.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted`);
+      await waitFor('the restore to wait on the reader', async () => {
+        const locks = await app.db.pool.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`);
         return (await jobs.getRestore(r.id)).status === 'running' && locks.rows[0].n > 0;
       });
       child.kill('SIGKILL');
       await new Promise((res) => child.once('exit', res));
       await reader.query('ROLLBACK');
       child = serve();
-      const after = await until('the restarted service to sweep', async () => {
+      const after = await waitFor('the restarted service to sweep', async () => {
         const o = await jobs.getRestore(r.id);
         return o.status !== 'running' && o;
       });
