@@ -4,7 +4,7 @@ import type pg from 'pg';
 import type { Config } from '../config';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { FINAL_STATUSES, type BackupObject, type JobError, type Progress, type RestoreObject } from '../core/jobs';
-import { openSealedKeySource, sealKeySource, type KeySource } from '../crypto';
+import { keyIdOf, openSealedKeySource, sealKeySource, type KeySource } from '../crypto';
 import type { Actor } from '../db/backup-log';
 import * as catalog from '../db/catalog';
 import { jobLockKey, LOCKS } from '../db/locks';
@@ -12,7 +12,8 @@ import { ensureOpsSchema, JOBS_SCHEMA } from '../db/ops-schema';
 import { createPool } from '../db/pool';
 import type { Logger } from '../log';
 import { authorizeJobRun } from '../pipeline/policy';
-import { archiveObjectName, readBackupRecord, recordObjectName, restoreStoredBackup, takeStoredBackup } from '../pipeline/stored';
+import type { OpenedArchive } from '../pipeline/open-archive';
+import { archiveObjectName, openStoredArchive, readBackupRecord, recordObjectName, restoreStoredBackup, takeStoredBackup } from '../pipeline/stored';
 import type { BackupStore } from '../storage/backup-store';
 import { LocalStore } from '../storage/stores/local';
 
@@ -322,10 +323,13 @@ export class Jobs {
     const ctl = new AbortController();
     this.local.set(id, ctl);
     let safetyId: string | undefined;
+    let archive: OpenedArchive | undefined;
     const progress = this.progressWriter((p) => catalog.restoreProgress(this.ops, id, p, safetyId), ctl);
     try {
       await authorizeJobRun(this.opts.pool, row.created_by_id);
       const source = await this.finishedBackup(row.backup_id);
+      // The key and the archive are checked before anything else, the safety backup included.
+      archive = await openStoredArchive(this.store, source.object!, key);
       const actor = row.created_by ? { id: row.created_by_id ?? undefined, username: row.created_by } : undefined;
       if (row.safety_backup) {
         // Taken inside this job (the queue runs one job at a time): encrypted like the backup restored.
@@ -354,11 +358,10 @@ export class Jobs {
       const summary = await restoreStoredBackup({
         pool: this.opts.pool,
         dataDir: this.opts.config.dataDir,
-        store: this.store,
+        archive,
         object: source.object!,
         backupId: source.id,
         sha256: source.sha256,
-        key,
         log: this.log,
         actor,
         restoreId: id,
@@ -378,6 +381,7 @@ export class Jobs {
       );
       this.log.warn({ restore: id }, `restore from a stored backup failed: ${errorMessage(err)}`);
     } finally {
+      await archive?.close().catch(() => undefined);
       this.local.delete(id);
     }
   }
@@ -479,6 +483,10 @@ export class Jobs {
     if (backup.status === 'missing') throw new CofferError('E_BACKUP_MISSING', `stored backup ${backup.id} is missing from ${this.store.location} (run coffer backups rescan)`);
     if (backup.status !== 'finished') throw new CofferError('E_NOT_FINISHED', `stored backup ${backup.id} is ${backup.status}; only a finished backup can be restored`);
     if (backup.encrypted && !req.key) throw new CofferError('E_CRYPT_KEY_REQUIRED', `stored backup ${backup.id} is encrypted: give aes_key or passphrase`);
+    // A raw key is checked now (its id is the archive's); a passphrase needs argon2, so the job checks it.
+    if (backup.key_id && req.key?.kind === 'raw' && keyIdOf(req.key.key).toString('hex') !== backup.key_id) {
+      throw new CofferError('E_CRYPT_KEY_MISMATCH', `this key (id ${keyIdOf(req.key.key).toString('hex')}) is not the key of stored backup ${backup.id} (key id ${backup.key_id})`);
+    }
     const id = randomUUID();
     const row = await catalog.insertRestore(this.ops, {
       id,

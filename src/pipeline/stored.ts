@@ -9,7 +9,7 @@ import type { Logger } from '../log';
 import { putBuffer, readObject, storeError, type BackupStore } from '../storage/backup-store';
 import { backupRecordSchema } from '../core/jobs';
 import { startBackup } from './backup';
-import { openArchive } from './open-archive';
+import { openArchive, type OpenedArchive } from './open-archive';
 import { BackupProgressMeter, estimateBackup, RestoreProgressMeter } from './progress';
 import { restoreArchive, type RestoreSummary } from './restore';
 
@@ -154,14 +154,19 @@ export async function readBackupRecord(store: BackupStore, name: string): Promis
   return r.data;
 }
 
+/** Opens a stored archive (checking its key, its header and its manifest) without changing anything. */
+export async function openStoredArchive(store: BackupStore, object: string, key: KeySource | undefined): Promise<OpenedArchive> {
+  return openArchive(await store.open(object), key);
+}
+
 export interface StoredRestoreRequest {
   pool: pg.Pool;
   dataDir: string;
-  store: BackupStore;
+  /** From openStoredArchive; closed by the caller. */
+  archive: OpenedArchive;
   object: string;
   backupId: string;
   sha256: string | null;
-  key: KeySource | undefined;
   log: Logger;
   actor?: Actor;
   restoreId: string;
@@ -170,19 +175,14 @@ export interface StoredRestoreRequest {
 
 /** Restores a stored backup, exactly as `coffer restore` does a file: read at random offsets from the store. */
 export async function restoreStoredBackup(req: StoredRestoreRequest): Promise<RestoreSummary> {
-  const archive = await openArchive(await req.store.open(req.object), req.key);
-  try {
-    const meter = new RestoreProgressMeter(archive.manifest);
-    return await restoreArchive({
-      archive,
-      pool: req.pool,
-      dataDir: req.dataDir,
-      log: req.log,
-      actor: req.actor,
-      source: { stored_backup_id: req.backupId, restore_job_id: req.restoreId, archive: req.object, archive_sha256: req.sha256 },
-      onProgress: (p) => req.onProgress?.(meter.update(p)),
-    });
-  } finally {
-    await archive.close();
-  }
+  const meter = new RestoreProgressMeter(req.archive.manifest);
+  return restoreArchive({
+    archive: req.archive,
+    pool: req.pool,
+    dataDir: req.dataDir,
+    log: req.log,
+    actor: req.actor,
+    source: { stored_backup_id: req.backupId, restore_job_id: req.restoreId, archive: req.object, archive_sha256: req.sha256 },
+    onProgress: (p) => req.onProgress?.(meter.update(p)),
+  });
 }

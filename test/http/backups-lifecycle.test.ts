@@ -212,10 +212,20 @@ describe('stored backup jobs', () => {
     const noKey = await api('POST', `/api/v1/backups/${b.id}/restore`, { body: { key: TEST_BACKUP_KEY } });
     expect(noKey.status).toBe(400);
     expect(noKey.body.code).toBe('E_CRYPT_KEY_REQUIRED');
-    const wrong = await api('POST', `/api/v1/backups/${b.id}/restore`, { body: { key: TEST_BACKUP_KEY, passphrase: 'the wrong passphrase!', safety_backup: false } });
+    const backupsBefore = (await api('GET', '/api/v1/backups')).body.backups.length;
+    const wrong = await api('POST', `/api/v1/backups/${b.id}/restore`, { body: { key: TEST_BACKUP_KEY, passphrase: 'the wrong passphrase!' } });
     expect(wrong.status).toBe(202);
     const failed = await app.jobs!.waitFor('restore', wrong.body.id, { timeoutMs: 30_000 });
-    expect(failed).toMatchObject({ status: 'failed', error: { code: 'E_CRYPT_WRONG_PASSPHRASE' } });
+    expect(failed).toMatchObject({ status: 'failed', error: { code: 'E_CRYPT_WRONG_PASSPHRASE' }, safety_backup_id: null });
+    // The key is checked before the safety backup: a wrong one takes none.
+    expect((await api('GET', '/api/v1/backups')).body.backups.length).toBe(backupsBefore);
+
+    const rawKey = '11'.repeat(32);
+    const raw = await finished((await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY, aes_key: rawKey } })).body.id);
+    const mismatch = await api('POST', `/api/v1/backups/${raw.id}/restore`, { body: { key: TEST_BACKUP_KEY, aes_key: '22'.repeat(32) } });
+    expect(mismatch.status).toBe(400);
+    expect(mismatch.body.code).toBe('E_CRYPT_KEY_MISMATCH');
+    expect(mismatch.body.message).toContain(raw.key_id);
     // The archive the job held in the queue is gone with the job: no key material stays in the database.
     const left = await app.db.pool.query(
       `SELECT (SELECT count(*) FROM coffer_jobs.job WHERE data ? 'sealed') + (SELECT count(*) FROM coffer_jobs.archive WHERE data ? 'sealed') AS n`,
