@@ -19,8 +19,10 @@ import {
   type Server,
 } from './postgres';
 import { profileRuns } from './profile';
-import { evaluate, markdown, OPS, opsTable, summariseOp, targetsTable, type OpDef, type OpId, type Results, type RunRecord } from './report';
+import { evaluate, markdown, OPS, opsTable, storedTable, summariseOp, summariseStored, targetsTable, type OpDef, type OpId, type Results, type RunRecord } from './report';
 import { breakdown, logSize, readStatements } from './serverlog';
+import type { Service } from './service';
+import { measureStored } from './stored';
 import { BenchError, ROOT, errorText, fmtMB, fmtSeconds, median, newestMtime, run, runOk, say } from './util';
 
 const USAGE = `usage: npm run bench -- [options]
@@ -43,6 +45,8 @@ pg_restore -j1 and tar -cf on the same data, and writes bench/results/<date>-sca
   --skip-build       do not rebuild the checkout's dist/ even if its src/ is newer
   --profile          after the measured runs, run coffer backup and restore (db only) once more with
                      node --cpu-prof and print where their main thread spends its time
+  --no-stored        skip the stored-backups section (coffer serve: streaming endpoint, stored backup
+                     POST to finished, download throughput)
   --keep             leave the cluster, the databases and the archives in place at the end
   -h, --help         this text
 `;
@@ -57,6 +61,7 @@ interface Options {
   skipBuild: boolean;
   embedded: boolean;
   profile: boolean;
+  stored: boolean;
   keep: boolean;
 }
 
@@ -73,6 +78,7 @@ function parseOptions(argv: string[]): Options | undefined {
       'skip-build': { type: 'boolean', default: false },
       embedded: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      'no-stored': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -96,6 +102,7 @@ function parseOptions(argv: string[]): Options | undefined {
     skipBuild: !!values['skip-build'],
     embedded: !!values.embedded,
     profile: !!values.profile,
+    stored: !values['no-stored'],
     keep: !!values.keep,
   };
 }
@@ -146,6 +153,7 @@ class Bench {
   private source!: Fingerprint;
   private backupLogMaxId = 0;
   private files!: FileSet;
+  private service?: Service;
 
   constructor(
     private readonly opts: Options,
@@ -184,6 +192,7 @@ class Bench {
     delete env.DATABASE_URL;
     delete env.COFFER_AES_KEY;
     delete env.BACKUP_KEY;
+    delete env.BACKUP_DIR;
     return env;
   }
 
@@ -196,6 +205,19 @@ class Bench {
     const shebang = fs.readFileSync(bin, 'utf8').split('\n', 1)[0];
     const flags = shebang.replace(/^#!.*?\bnode\b/, '').trim().split(/\s+/).filter((f) => f.startsWith('--'));
     return [process.execPath, [...flags, bin, ...args]];
+  }
+
+  /** Paths of this machine stay out of the committed reports: the work folder and the checkout become
+   * $WORK and $COFFER, the Node binary `node`; passwords in URLs are elided. */
+  private publicText(text: string): string {
+    return text
+      .replace(/postgresql:\/\/[^@\s]*@/g, 'postgresql://…@')
+      .split(this.opts.workDir)
+      .join('$WORK')
+      .split(this.opts.cofferRoot)
+      .join('$COFFER')
+      .split(process.execPath)
+      .join('node');
   }
 
   private tool(name: string): string {
@@ -283,16 +305,7 @@ class Bench {
   /** Runs one measured command, records it, and keeps the server's statement log of the last run. */
   private async measured(def: OpDef, runNo: number, cmd: string, args: string[], env: NodeJS.ProcessEnv, output: () => Promise<number>): Promise<RunRecord | undefined> {
     const op = this.results.ops[def.id]!;
-    // Paths of this machine stay out of the committed reports: the work folder and the checkout become
-    // $WORK and $COFFER, the Node binary `node`.
-    op.command = describeCommand(cmd, args)
-      .replace(/postgresql:\/\/[^@\s]*@/g, 'postgresql://…@')
-      .split(this.opts.workDir)
-      .join('$WORK')
-      .split(this.opts.cofferRoot)
-      .join('$COFFER')
-      .split(process.execPath)
-      .join('node');
+    op.command = this.publicText(describeCommand(cmd, args));
     await checkpoint(this.server);
     const logFrom = logSize(this.server.logFile);
     say(`run ${runNo}/${this.opts.runs}: ${def.label}…`);
@@ -392,6 +405,27 @@ class Bench {
     }
   }
 
+  /** The stored-backups section, after the CLI runs: the service's job polling stays out of their statement logs. */
+  async measureStored(): Promise<void> {
+    this.results.stored = await measureStored({
+      server: this.server,
+      database: 'coffer_bench_serve',
+      sourceDatabase: 'coffer_bench_src',
+      dataDir: this.files.dir,
+      runs: this.opts.runs,
+      coffer: (args) => this.coffer(args),
+      env: (dir) => this.cofferEnv(dir),
+      publicText: (text) => this.publicText(text),
+      track: (service) => (this.service = service),
+    });
+    if (!this.opts.keep) await dropDatabase(this.server, 'coffer_bench_serve').catch(() => undefined);
+  }
+
+  /** For signal handlers: the service, if one runs, is killed. */
+  stopSync(): void {
+    this.service?.stopSync();
+  }
+
   async profile(): Promise<void> {
     const profDir = path.join(this.out, 'profiles');
     fs.mkdirSync(profDir, { recursive: true });
@@ -416,13 +450,15 @@ class Bench {
       if (op) summariseOp(op, def, r.dataset);
     }
     evaluate(r);
+    if (r.stored) summariseStored(r.stored, r.ops);
+    else if (!this.opts.stored) r.notes.push('The stored-backups section was skipped (--no-stored).');
     r.finishedAt = new Date().toISOString();
     return r;
   }
 
   async cleanup(): Promise<void> {
     if (this.opts.keep) return;
-    for (const db of ['coffer_bench_src', 'coffer_bench_empty', 'coffer_bench_restore']) await dropDatabase(this.server, db).catch(() => undefined);
+    for (const db of ['coffer_bench_src', 'coffer_bench_empty', 'coffer_bench_restore', 'coffer_bench_serve']) await dropDatabase(this.server, db).catch(() => undefined);
     fs.rmSync(this.out, { recursive: true, force: true });
   }
 }
@@ -455,8 +491,10 @@ async function runBench(argv: string[]): Promise<number> {
   fs.chmodSync(opts.workDir, 0o755);
   const server = await startServer(opts);
   say(`server: PostgreSQL ${server.version}, ${server.description}`);
+  const bench = new Bench(opts, server, git);
   const onSignal = (sig: NodeJS.Signals) => {
     say(`${sig}: stopping`);
+    bench.stopSync();
     if (!opts!.keep) {
       server.stopSync();
       fs.rmSync(path.join(opts!.workDir, `out-scale${opts!.scale}`), { recursive: true, force: true });
@@ -465,10 +503,10 @@ async function runBench(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const bench = new Bench(opts, server, git);
   try {
     await bench.prepare();
     await bench.measureAll();
+    if (opts.stored) await bench.measureStored();
     if (opts.profile) await bench.profile();
     const results = bench.finish();
     const resultsDir = path.join(ROOT, 'bench', 'results');
@@ -477,10 +515,11 @@ async function runBench(argv: string[]): Promise<number> {
     fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
     const md = markdown(results, resultsDir);
     fs.writeFileSync(`${base}.md`, md);
-    process.stdout.write(`\n${opsTable(results)}\n\n${targetsTable(results)}\n\n`);
+    process.stdout.write(`\n${opsTable(results)}\n\n${targetsTable(results)}\n\n${results.stored ? `${storedTable(results.stored)}\n\n` : ''}`);
     say(`full report: ${path.relative(process.cwd(), base)}.md (and .json)`);
     if (opts.keep && server.kind === 'cluster') say(`--keep: the cluster is still running; source database: ${server.url('coffer_bench_src')}; archives in ${path.join(opts.workDir, `out-scale${opts.scale}`)}`);
-    return results.fidelity.failures.length || Object.values(results.ops).some((o) => o.runs.some((x) => x.error)) ? 1 : 0;
+    const storedFailed = results.stored && (results.stored.error || Object.values(results.stored.ops).some((o) => o.runs.some((x) => x.error)));
+    return results.fidelity.failures.length || Object.values(results.ops).some((o) => o.runs.some((x) => x.error)) || storedFailed ? 1 : 0;
   } finally {
     await bench.cleanup().catch((err) => say(`cleanup: ${errorText(err)}`));
     if (!opts.keep) await server.stop();

@@ -224,10 +224,11 @@ function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-export async function createDatabase(server: Server, name: string): Promise<void> {
+/** A new empty database, or with `template` a file-level copy of that one (which must have no connections). */
+export async function createDatabase(server: Server, name: string, template?: string): Promise<void> {
   await withClient(server.adminUrl, async (c) => {
     await c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
-    await c.query(`CREATE DATABASE ${quoteIdent(name)}`);
+    await c.query(`CREATE DATABASE ${quoteIdent(name)}${template ? ` TEMPLATE ${quoteIdent(template)}` : ''}`);
   });
 }
 

@@ -100,9 +100,106 @@ export interface Results {
   targets: Target[];
   ratios: { name: string; value?: number; valueAtMin?: number }[];
   fidelity: { checks: number; failures: string[] };
+  /** The stored-backups section (HTTP service); absent with --no-stored. */
+  stored?: StoredSection;
   /** --profile: main-thread CPU profile summaries (Markdown). */
   profile?: string[];
   notes: string[];
+}
+
+/** The three HTTP measurements of the stored-backups section. */
+export type StoredOpId = 'stream' | 'stored' | 'download';
+
+export const STORED_OPS: { id: StoredOpId; label: string; what: string }[] = [
+  { id: 'stream', label: 'streaming endpoint (POST /api/v1/utils/backup/)', what: 'POST to the last byte of the zip' },
+  { id: 'stored', label: 'stored backup (POST /api/v1/backups, poll GET)', what: 'POST to status finished' },
+  { id: 'download', label: 'download of the stored backup', what: 'GET to the last byte' },
+];
+
+export interface StoredRun {
+  run: number;
+  seconds: number;
+  /** Bytes received (stream, download) or the stored object's `size` (stored). */
+  bytes: number;
+  /** download: whether the sha256 of the bytes received equals the object's `sha256`. */
+  sha256Match?: boolean;
+  error?: string;
+}
+
+export interface StoredOp {
+  id: StoredOpId;
+  label: string;
+  runs: StoredRun[];
+  /** Over successful runs. */
+  wall?: { min: number; median: number; max: number };
+  /** Bytes of the archive over the wall time (median bytes / median wall, bytes / min wall). */
+  mbps?: { atMedian: number; atMin: number };
+  bytes?: number;
+}
+
+export interface StoredSection {
+  /** How the service was run (paths replaced by $WORK and $COFFER). */
+  command: string;
+  ops: Record<StoredOpId, StoredOp>;
+  ratios: { name: string; value?: number; valueAtMin?: number }[];
+  /** Largest RSS of the service's process tree while it ran the section. */
+  serviceRssBytes?: number;
+  /** Set when the section could not run at all. */
+  error?: string;
+}
+
+export function summariseStored(s: StoredSection, ops: Results['ops']): void {
+  for (const op of Object.values(s.ops)) {
+    const ok = op.runs.filter((r) => !r.error);
+    if (ok.length === 0) continue;
+    const walls = ok.map((r) => r.seconds);
+    op.wall = { min: min(walls), median: median(walls), max: max(walls) };
+    op.bytes = median(ok.map((r) => r.bytes));
+    const atMin = ok.find((r) => r.seconds === op.wall!.min)!;
+    op.mbps = { atMedian: mb(op.bytes) / op.wall.median, atMin: mb(atMin.bytes) / atMin.seconds };
+  }
+  const { stream, stored, download } = s.ops;
+  const div = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a / b : undefined);
+  s.ratios = [
+    { name: 'stored POST→finished / streaming endpoint, wall time', value: div(stored.wall?.median, stream.wall?.median), valueAtMin: div(stored.wall?.min, stream.wall?.min) },
+    { name: 'stored POST→finished + download / streaming endpoint, wall time', value: div(stored.wall && download.wall ? stored.wall.median + download.wall.median : undefined, stream.wall?.median), valueAtMin: div(stored.wall && download.wall ? stored.wall.min + download.wall.min : undefined, stream.wall?.min) },
+    { name: 'streaming endpoint / coffer backup (db+files) CLI, wall time', value: div(stream.wall?.median, ops.backup_full?.wall?.median), valueAtMin: div(stream.wall?.min, ops.backup_full?.wall?.min) },
+    { name: 'stored archive size / streamed archive size', value: div(stored.bytes, stream.bytes) },
+  ];
+}
+
+export function storedTable(s: StoredSection): string {
+  const rows = STORED_OPS.map(({ id, what }) => {
+    const o = s.ops[id];
+    const failed = o.runs.filter((x) => x.error).length;
+    return [
+      o.label,
+      what,
+      `${o.runs.length - failed}${failed ? ` (+${failed} failed)` : ''}`,
+      o.wall ? fmtSeconds(o.wall.min) : 'n/a',
+      o.wall ? fmtSeconds(o.wall.median) : 'n/a',
+      o.mbps ? o.mbps.atMedian.toFixed(1) : 'n/a',
+      o.mbps ? o.mbps.atMin.toFixed(1) : 'n/a',
+      o.bytes ? fmtMB(o.bytes) : 'n/a',
+    ];
+  });
+  return table(['operation', 'timed', 'runs', 'wall min', 'wall median', 'MB/s (median)', 'MB/s (best)', 'archive size'], rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r']);
+}
+
+export function storedSection(s: StoredSection): string {
+  const lines: string[] = [];
+  if (s.error) lines.push(`**The section did not complete**: ${s.error}`, '');
+  lines.push(storedTable(s), '', ratiosTable({ ratios: s.ratios }), '');
+  const checks = s.ops.download.runs.filter((r) => r.sha256Match !== undefined);
+  const bad = checks.filter((r) => !r.sha256Match).length;
+  lines.push(
+    `- MB/s here is archive bytes (what went over the wire or into the store) over the wall time, not the table-data basis of the table above.`,
+    `- download sha256 equals the object's \`sha256\`: ${checks.length ? (bad ? `**${bad} of ${checks.length} differ**` : `yes, ${checks.length} of ${checks.length}`) : 'not checked'}.`,
+    `- service peak RSS (process tree, over the whole section): ${s.serviceRssBytes ? fmtMB(s.serviceRssBytes, 0) : 'n/a'}.`,
+    `- service: \`${s.command}\``,
+    '',
+  );
+  return lines.join('\n');
 }
 
 export function basisBytes(basis: Basis, d: Results['dataset']): number {
@@ -206,7 +303,7 @@ export function targetsTable(r: Results): string {
   );
 }
 
-export function ratiosTable(r: Results): string {
+export function ratiosTable(r: Pick<Results, 'ratios'>): string {
   return table(['ratio', 'median', 'min'], r.ratios.map((x) => [x.name, x.value === undefined ? 'n/a' : `${fx(x.value)}×`, x.valueAtMin === undefined ? '' : `${fx(x.valueAtMin)}×`]), ['l', 'r', 'r']);
 }
 
@@ -282,6 +379,7 @@ export function markdown(r: Results, resultsDir: string): string {
     ratiosTable(r),
     '',
   ];
+  if (r.stored) lines.push('## Stored backups (HTTP service, same data)', '', storedSection(r.stored));
   const rss = rssComparison(r, resultsDir);
   if (rss) lines.push('## Peak RSS, scale 1 vs scale 4', '', rss, '');
   const phases = phasesSection(r);
