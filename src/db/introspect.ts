@@ -94,16 +94,38 @@ export interface TableEstimate {
   bytes: number;
 }
 
-/** The planner's own estimates, read in microseconds: what progress percentages are measured against. */
+/**
+ * The planner's own estimates: what progress percentages are measured against. Sizes come from
+ * pg_table_size, which must open each table: behind an exclusive lock (a migration, an ALTER TABLE)
+ * that waits, so it may wait at most 200 ms; then the pages VACUUM last counted (pg_class.relpages)
+ * stand in, which need no lock.
+ */
 export async function tableEstimates(client: pg.ClientBase, schema = APP_SCHEMA): Promise<Map<string, TableEstimate>> {
-  const res = await client.query<{ name: string; rows: number | null; bytes: string }>(
-    `SELECT c.relname AS name,
-            (SELECT CASE WHEN bool_or(p.reltuples < 0) THEN NULL ELSE sum(GREATEST(p.reltuples, 0)) END
-               FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf)::float8 AS rows,
-            (SELECT COALESCE(sum(pg_table_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t WHERE t.isleaf)::text AS bytes
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition`,
-    [schema],
-  );
+  // A plain table is its own leaf; a partitioned one is the sum of its leaf partitions.
+  const query = (size: string) => `
+    WITH leaves AS (
+      SELECT c.relname AS name, p.oid AS leaf, p.reltuples, p.relpages, p.reltoastrelid
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        CROSS JOIN LATERAL (SELECT c.oid AS relid WHERE c.relkind = 'r'
+                            UNION ALL SELECT t.relid FROM pg_partition_tree(c.oid) t WHERE c.relkind = 'p' AND t.isleaf) l
+        JOIN pg_class p ON p.oid = l.relid
+       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition)
+    SELECT name, (CASE WHEN bool_or(reltuples < 0) THEN NULL ELSE sum(GREATEST(reltuples, 0)) END)::float8 AS rows,
+           COALESCE(sum(${size}), 0)::text AS bytes
+      FROM leaves GROUP BY name`;
+  let res: pg.QueryResult<{ name: string; rows: number | null; bytes: string }>;
+  await client.query('BEGIN');
+  try {
+    await client.query(`SET LOCAL lock_timeout = '200ms'`);
+    res = await client.query(query('pg_table_size(leaf)'), [schema]);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK');
+    if ((err as { code?: string }).code !== '55P03') throw err; // lock_not_available
+    res = await client.query(
+      query(`(relpages + COALESCE((SELECT x.relpages FROM pg_class x WHERE x.oid = reltoastrelid), 0))::bigint * current_setting('block_size')::bigint`),
+      [schema],
+    );
+  }
   return new Map(res.rows.map((r) => [r.name, { name: r.name, rows: r.rows === null ? null : Math.round(r.rows), bytes: Number(r.bytes) }]));
 }

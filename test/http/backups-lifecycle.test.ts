@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
+import { lockKey } from '../../src/db/locks';
 import { Jobs } from '../../src/jobs';
 import { silentLogger } from '../../src/log';
 import { apiAs, makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from '../support/app';
@@ -67,7 +68,7 @@ describe('stored backup jobs', () => {
     try {
       const first = (await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY } })).body;
       const second = (await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY, name: 'second' } })).body;
-      const res = await fetch(`${app.url}/api/v1/backups/${first.id}/events`, { headers: { authorization: `Bearer ${sys.token}` } });
+      const res = await fetch(`${app.url}/api/v1/backups/${first.id}/events`, { headers: { authorization: `Bearer ${sys.token}` }, signal: AbortSignal.timeout(60_000) });
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
       const events: { event: string; data: any }[] = [];
@@ -249,8 +250,14 @@ describe('jobs and the other backups', () => {
       });
       const streamed = stream.then((r) => r.arrayBuffer());
       streamed.catch(() => undefined);
-      await until('the streaming backup to take the lock', async () => {
-        const r = await app.db.pool.query(`SELECT count(*)::int AS n FROM backup_log WHERE event = 'backup_started' AND details->>'via' = 'http'`);
+      // The backup lock (src/db/locks.ts) as pg_locks shows a bigint advisory key: high and low halves.
+      const key = BigInt(lockKey('backup'));
+      await until('the streaming backup to take the backup lock', async () => {
+        const r = await app.db.pool.query(
+          `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2 AND objsubid = 1
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+          [Number(key >> 32n), Number(key & 0xffffffffn)],
+        );
         return r.rows[0].n > 0;
       });
       const b = (await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY } })).body;

@@ -95,6 +95,8 @@ export function apiAs(app: () => TestApp, user: () => TestUser) {
         ...opts.headers,
       },
       body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+      // A test waits for a bounded time, never forever.
+      signal: AbortSignal.timeout(20_000),
     });
     const type = res.headers.get('content-type') ?? '';
     const body: unknown = type.includes('json') ? await res.json() : Buffer.from(await res.arrayBuffer());
