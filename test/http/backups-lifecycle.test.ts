@@ -38,6 +38,8 @@ async function finished(id: string): Promise<any> {
 async function lockTable(table: string): Promise<() => Promise<void>> {
   const c = new pg.Client({ connectionString: app.db.url });
   await c.connect();
+  // A lock some earlier test failed to let go of makes this one fail, not hang.
+  await c.query(`SET lock_timeout = '20s'`);
   await c.query('BEGIN');
   await c.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
   return async () => {

@@ -36,7 +36,8 @@ export async function createTestDatabase(opts: { migrated?: boolean } = {}): Pro
   const name = `coffer_t_${randomBytes(6).toString('hex')}`;
   await admin((c) => c.query(`CREATE DATABASE ${name}`));
   const url = urlForDatabase(name);
-  const pool = new pg.Pool({ connectionString: url, max: 5 });
+  // A test that exhausts the pool fails after 30 s instead of waiting forever.
+  const pool = new pg.Pool({ connectionString: url, max: 5, connectionTimeoutMillis: 30_000 });
   // DROP DATABASE … WITH (FORCE) ends connections other test code may still hold idle.
   pool.on('error', () => undefined);
   if (opts.migrated) await migrate(pool);
