@@ -3,6 +3,7 @@
  * --json and the store keeps them (`<id>.json`). The zod schemas are the types and the OpenAPI document.
  */
 import { z } from 'zod';
+import { isoTime } from './time';
 
 export const BACKUP_STATUSES = ['queued', 'running', 'finished', 'failed', 'canceled', 'missing'] as const;
 export const JOB_STATUSES = ['queued', 'running', 'finished', 'failed', 'canceled'] as const;
@@ -24,16 +25,15 @@ export type Progress = z.infer<typeof progressSchema>;
 export const jobErrorSchema = z.object({ code: z.string(), message: z.string() });
 export type JobError = z.infer<typeof jobErrorSchema>;
 
-const timestamp = z.string().describe('ISO 8601 time');
 
 export const backupObjectSchema = z.object({
   id: z.uuid(),
   name: z.string(),
   status: z.enum(BACKUP_STATUSES),
   created_by: z.string().nullable(),
-  created_at: timestamp,
-  started_at: timestamp.nullable(),
-  finished_at: timestamp.nullable(),
+  created_at: isoTime,
+  started_at: isoTime.nullable(),
+  finished_at: isoTime.nullable(),
   size: z.number().int().nonnegative().nullable().describe('bytes of the stored file, once finished'),
   sha256: z.string().nullable().describe('of the stored file (as downloaded); the download ETag'),
   encrypted: z.boolean(),
@@ -53,9 +53,9 @@ export const restoreObjectSchema = z.object({
   status: z.enum(JOB_STATUSES),
   safety_backup_id: z.uuid().nullable(),
   created_by: z.string().nullable(),
-  created_at: timestamp,
-  started_at: timestamp.nullable(),
-  finished_at: timestamp.nullable(),
+  created_at: isoTime,
+  started_at: isoTime.nullable(),
+  finished_at: isoTime.nullable(),
   progress: progressSchema.nullable(),
   error: jobErrorSchema.nullable(),
   correlation_id: z.string().nullable(),
@@ -69,9 +69,9 @@ export const backupRecordSchema = z.object({
   name: z.string(),
   object: z.string(),
   created_by: z.string().nullable(),
-  created_at: timestamp,
-  started_at: timestamp.nullable(),
-  finished_at: timestamp,
+  created_at: isoTime,
+  started_at: isoTime.nullable(),
+  finished_at: isoTime,
   size: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   encrypted: z.boolean(),

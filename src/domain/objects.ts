@@ -5,11 +5,11 @@
  * test/http/openapi.test.ts checks real answers against them.
  */
 import { z } from 'zod';
+import { isoTime } from '../core/time';
 import { UPLOAD_KINDS, type UploadKind } from '../storage/uploads';
 import { PROJECT_STATUSES } from './projects';
 
 const bigintText = z.string().regex(/^\d+$/).describe('bigint, as decimal text');
-const timestamp = z.string().describe('ISO 8601 time');
 
 export const projectObject = z.object({
   id: z.uuid(),
@@ -19,15 +19,15 @@ export const projectObject = z.object({
   status: z.enum(PROJECT_STATUSES),
   owner_id: bigintText.nullable().describe('null once the owner account is deleted'),
   lead_finding_id: bigintText.nullable(),
-  created_at: timestamp,
-  updated_at: timestamp,
+  created_at: isoTime,
+  updated_at: isoTime,
 });
 
 export const memberObject = z.object({
   user_id: bigintText,
   username: z.string(),
   role: z.enum(['owner', 'member']),
-  added_at: timestamp.nullable().describe('null for the owner'),
+  added_at: isoTime.nullable().describe('null for the owner'),
   added_by: bigintText.nullable(),
 });
 
@@ -38,7 +38,7 @@ export const noteObject = z.object({
   title: z.string(),
   body: z.string(),
   position: z.number().int(),
-  created_at: timestamp,
+  created_at: isoTime,
 });
 
 export const findingObject = z.object({
@@ -51,7 +51,7 @@ export const findingObject = z.object({
   severity: z.enum(['unknown', 'critical', 'high', 'medium', 'low', 'info']).describe('computed by the database from score'),
   reference_code: z.string().nullable(),
   data: z.record(z.string(), z.unknown()),
-  created_at: timestamp,
+  created_at: isoTime,
 });
 
 export const uploadObject = z.object({
@@ -62,5 +62,5 @@ export const uploadObject = z.object({
   content_type: z.string().describe('as the client declared it for the part'),
   size: bigintText.describe('bytes'),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  created_at: timestamp,
+  created_at: isoTime,
 });

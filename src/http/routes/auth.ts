@@ -1,5 +1,6 @@
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
+import { isoTime } from '../../core/time';
 import { CofferError } from '../../core/errors';
 import { verifyPassword } from '../../accounts/passwords';
 import { clearFailures, countAttempt, LOGIN_FAILURES } from '../../accounts/rate-limit';
@@ -11,7 +12,6 @@ import type { AppContext, AuthMethod } from '../context';
 
 export const loginInput = z.object({ username: text(150).min(1), password: z.string().min(1).max(1024) });
 
-const timestamp = z.string().describe('ISO 8601 time');
 
 /** A user as the API shows it (publicUser's keys are checked against it). */
 export const publicUserSchema = z.object({
@@ -20,10 +20,10 @@ export const publicUserSchema = z.object({
   is_active: z.boolean(),
   is_superuser: z.boolean(),
   is_system_user: z.boolean(),
-  created_at: timestamp,
-  last_login_at: timestamp.nullable(),
+  created_at: isoTime,
+  last_login_at: isoTime.nullable(),
 });
-export const loginAnswer = z.object({ user: publicUserSchema, expires_at: timestamp.describe('when the session cookie expires') });
+export const loginAnswer = z.object({ user: publicUserSchema, expires_at: isoTime.describe('when the session cookie expires') });
 export const meAnswer = z.object({ user: publicUserSchema, auth: z.enum(['session', 'token'] satisfies AuthMethod[]) });
 
 export function publicUser(u: User) {

@@ -2,31 +2,27 @@ import { Router, type Request, type Response } from 'express';
 import { pipeline } from 'node:stream';
 import { z } from 'zod';
 import { CofferError, errorMessage } from '../../core/errors';
+import { parseInput } from '../../domain/input';
 import { startBackup } from '../../pipeline/backup';
 import { authorizeBackupAction, keySourceOrDeny, type PolicyRequest } from '../../pipeline/policy';
 import { archiveFileName } from '../../pipeline/names';
 import { requireUser } from '../auth';
 import type { AppContext } from '../context';
 
+/** BACKUP_KEY and the archive key, the same on every endpoint that takes them. */
+export const backupKeyFields = {
+  key: z.string({ error: 'key is required' }).max(4096).describe('BACKUP_KEY'),
+  aes_key: z.string().max(1024).optional().describe('raw 256-bit key, hex or base64: encrypts (backup) or decrypts (restore) with format v1'),
+  passphrase: z.string().max(4096).optional().describe('passphrase (argon2id), instead of aes_key'),
+};
+
 /** The streaming endpoint's body: it validates, and it is the OpenAPI document's. */
-export const backupInput = z.object({
-  key: z.string({ error: 'key is required' }).max(4096),
-  aes_key: z.string().max(1024).optional(),
-  passphrase: z.string().max(4096).optional(),
-  check: z.boolean().optional(),
-});
+export const backupInput = z.object({ ...backupKeyFields, check: z.boolean().optional() });
 
 export function requireJson(req: Request): void {
   if (!req.is('application/json')) throw new CofferError('E_UNSUPPORTED_MEDIA_TYPE', 'send the request body as JSON with Content-Type: application/json');
 }
 
-function parseBody(body: unknown): z.infer<typeof backupInput> {
-  const parsed = backupInput.safeParse(body ?? {});
-  if (!parsed.success) {
-    throw new CofferError('E_VALIDATION', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
-  }
-  return parsed.data;
-}
 
 /**
  * POST /api/v1/utils/backup/ (DESIGN §5). Every check happens before the first byte is sent, so each
@@ -41,7 +37,7 @@ export function backupRoutes(ctx: AppContext): Router {
       pool: ctx.pool, config: ctx.config, user: req.user, action: 'stream', via: 'http', log: req.log,
       readRequest: () => {
         requireJson(req);
-        input = parseBody(req.body);
+        input = parseInput(backupInput, req.body);
         return input.key;
       },
     };

@@ -10,13 +10,11 @@ import type { BackupStore } from '../../storage/backup-store';
 import { authorizeBackupAction, keySourceOrDeny, type BackupAction, type PolicyRequest } from '../../pipeline/policy';
 import { requireUser } from '../auth';
 import type { AppContext } from '../context';
-import { requireJson } from './backup';
+import { backupKeyFields, requireJson } from './backup';
 
 /** Request bodies and queries of the stored-backup endpoints: they validate, and they are the OpenAPI. */
 const keyFields = {
-  key: z.string({ error: 'key is required' }).max(4096).describe('BACKUP_KEY'),
-  aes_key: z.string().max(1024).optional().describe('raw 256-bit key, hex or base64: encrypts (create) or decrypts (restore) with format v1'),
-  passphrase: z.string().max(4096).optional().describe('passphrase (argon2id), instead of aes_key'),
+  ...backupKeyFields,
   correlation_id: text(200).optional().describe('any text of the caller, echoed in the job object'),
 };
 export const createBackupBody = z.object({ ...keyFields, name: text(200).optional().describe('default backup-<time>') }).strict();
