@@ -1,13 +1,15 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { loadConfig } from '../src/config';
 import { ERROR_CODES } from '../src/core/errors';
 import { Jobs } from '../src/jobs';
 import { silentLogger } from '../src/log';
 import { fingerprint } from './support/archive';
-import { runCoffer, type CliRun } from './support/cli';
+import { COFFER_BIN, runCoffer, type CliRun } from './support/cli';
 import { createTestDatabase, type TestDatabase } from './support/db';
 import { seedDomain, writeUploadFiles } from './support/seed';
 
@@ -223,5 +225,35 @@ describe('coffer backups with a worker up in another process', () => {
     const run = await coffer(['create', '--passphrase'], { input: PASSPHRASE + '\n', env: { BACKUP_KEY: '' } });
     expect(run.code).toBe(ERROR_CODES.E_CONFIG.exit);
     expect(run.stderr).toMatch(/set BACKUP_KEY \[E_CONFIG\]\n$/);
+  });
+});
+
+describe('a CLI command killed while it runs its job', () => {
+  test('kill -9 mid-backup: the next command that looks shows it failed (E_INTERRUPTED), with no partial file', async () => {
+    await ok(['list']); // the catalog exists before it is polled below
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    await locker.query(`SET lock_timeout = '20s'`);
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE projects IN ACCESS EXCLUSIVE MODE');
+    const child = spawn(process.execPath, [COFFER_BIN, 'backups', 'create', '--name', 'doomed'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env() }, cwd: tmp, stdio: 'ignore' });
+    try {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const r = await db.pool.query(`SELECT status FROM coffer_ops.stored_backups WHERE name = 'doomed'`);
+        const partial = fs.existsSync(backupDir) && fs.readdirSync(backupDir).some((n) => n.endsWith('.partial'));
+        if (r.rows[0]?.status === 'running' && partial) break;
+        if (Date.now() > deadline) throw new Error('the command did not start its backup');
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      child.kill('SIGKILL');
+      await new Promise((res) => child.once('exit', res));
+    } finally {
+      await locker.query('ROLLBACK');
+      await locker.end();
+    }
+    const list = JSON.parse((await ok(['list', '--json'])).stdout) as { backups: any[] };
+    expect(list.backups.find((b) => b.name === 'doomed')).toMatchObject({ status: 'failed', error: { code: 'E_INTERRUPTED' } });
+    expect(fs.readdirSync(backupDir).filter((n) => n.endsWith('.partial'))).toEqual([]);
   });
 });

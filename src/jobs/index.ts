@@ -119,13 +119,15 @@ export class Jobs {
     this.sealSecret = opts.config.backupKey ? Buffer.from(opts.config.backupKey.reveal(), 'utf8') : randomBytes(32);
   }
 
-  /** Prepares the schemas and the queue; does not run jobs until startWorker(). */
+  /** Prepares the schemas and the queue and sweeps interrupted jobs; does not run jobs until startWorker(). */
   static async open(opts: JobsOptions): Promise<Jobs> {
     const jobs = new Jobs(opts);
     try {
       await ensureOpsSchema(jobs.ops);
       await jobs.boss.start();
       await jobs.boss.createQueue(QUEUE, { name: QUEUE, policy: 'singleton' });
+      // Any process that looks at jobs sees the present: one a crash left "running" is marked first.
+      await jobs.sweep();
     } catch (err) {
       await jobs.close();
       throw err;
