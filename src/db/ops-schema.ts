@@ -80,3 +80,15 @@ export async function ensureOpsSchema(pool: pg.Pool): Promise<void> {
     client.release();
   }
 }
+
+/**
+ * Entries of a pg-boss queue in state `active`, with how long ago they were taken. pg-boss 10 has no
+ * call for this; its job table (documented: name, state, started_on) is read directly.
+ */
+export async function activeQueueEntries(client: pg.ClientBase, queue: string): Promise<{ id: string; ageMs: number }[]> {
+  const res = await client.query<{ id: string; age_ms: number }>(
+    `SELECT id::text AS id, (extract(epoch FROM now() - started_on) * 1000)::float8 AS age_ms FROM ${JOBS_SCHEMA}.job WHERE name = $1 AND state = 'active'`,
+    [queue],
+  );
+  return res.rows.map((r) => ({ id: r.id, ageMs: r.age_ms ?? 0 }));
+}

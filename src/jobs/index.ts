@@ -8,7 +8,7 @@ import { keyIdOf, openSealedKeySource, sealKeySource, type KeySource } from '../
 import type { Actor } from '../db/backup-log';
 import * as catalog from '../db/catalog';
 import { jobLockKey, LOCKS } from '../db/locks';
-import { ensureOpsSchema, JOBS_SCHEMA } from '../db/ops-schema';
+import { activeQueueEntries, ensureOpsSchema, JOBS_SCHEMA } from '../db/ops-schema';
 import { createPool } from '../db/pool';
 import type { Logger } from '../log';
 import { authorizeJobRun } from '../pipeline/policy';
@@ -425,23 +425,28 @@ export class Jobs {
             await client.query('SELECT pg_advisory_unlock($1)', [jobLockKey(job.id)]);
           }
         }
-        // A queue entry taken by a process that died before it marked the job running.
-        for (const row of [...(await catalog.listBackups(client, 'queued')), ...(await catalog.listRestores(client)).filter((r) => r.status === 'queued')]) {
-          const entry = await this.boss.getJobById(QUEUE, row.id);
-          if (!entry || entry.state !== 'active') continue;
-          const free = (await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [jobLockKey(row.id)])).rows[0].ok;
+        // Queue entries still active with no live owner: taken by a process that died before it marked
+        // the job running, or after the job ended but before the entry was deleted. Either blocks the
+        // singleton queue until pg-boss's expiry (hours), so they are failed and deleted here.
+        for (const entry of await activeQueueEntries(client, QUEUE)) {
+          const free = (await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [jobLockKey(entry.id)])).rows[0].ok;
           if (!free) continue;
           try {
-            const fresh = await this.boss.getJobById(QUEUE, row.id);
-            const ageMs = fresh?.startedOn ? Date.now() - new Date(fresh.startedOn).getTime() : 0;
-            if (fresh?.state !== 'active' || ageMs < SWEEP_MS) continue; // just fetched: give it time to start
-            const error = { code: 'E_INTERRUPTED', message: 'the coffer process that took this job stopped before it started' };
-            if ('backup_id' in row) await catalog.endRestoreRow(client, row.id, 'failed', error);
-            else await catalog.endBackupRow(client, row.id, 'failed', error);
-            await this.boss.fail(QUEUE, row.id).catch(() => undefined);
-            await this.boss.deleteJob(QUEUE, row.id).catch(() => undefined);
+            const backup = await catalog.getBackup(client, entry.id);
+            const restore = backup ? undefined : await catalog.getRestore(client, entry.id);
+            const status = backup?.status ?? restore?.status;
+            const ended = status !== undefined && FINAL_STATUSES.includes(status);
+            // A live worker takes the job's lock within moments of taking the entry: give it that time.
+            if (!ended && entry.ageMs < SWEEP_MS) continue;
+            if (!ended) {
+              const error = { code: 'E_INTERRUPTED', message: 'the coffer process that took this job stopped before it started' };
+              if (backup) await catalog.endBackupRow(client, entry.id, 'failed', error);
+              if (restore) await catalog.endRestoreRow(client, entry.id, 'failed', error);
+            }
+            await this.boss.fail(QUEUE, entry.id).catch(() => undefined);
+            await this.boss.deleteJob(QUEUE, entry.id).catch(() => undefined);
           } finally {
-            await client.query('SELECT pg_advisory_unlock($1)', [jobLockKey(row.id)]);
+            await client.query('SELECT pg_advisory_unlock($1)', [jobLockKey(entry.id)]);
           }
         }
         // Partial objects with no running job behind them (a crash before the job was recorded).

@@ -313,6 +313,38 @@ describe('a crash during a job', () => {
       throw new Error(`${err.message}; the service said: ${output || '(nothing)'}`);
     });
 
+  test('queue entries a dead process left active (before its job started, or after it ended) do not block the queue', async () => {
+    await app.jobs!.close(); // this test starts its own workers
+    const jobs = await Jobs.open({ pool: app.db.pool, url: app.db.url, config: app.config, log: silentLogger() });
+    // As a process killed right after taking an entry (row still queued), or right after its job ended
+    // (row finished, entry not yet deleted), leaves them; the singleton queue allows one active entry.
+    const strand = async (finished: boolean) => {
+      const b = await jobs.createBackup({ username: 'sys', userId: sys.id, via: 'http' });
+      await app.db.pool.query(`UPDATE coffer_jobs.job SET state = 'active', started_on = now() - interval '1 minute' WHERE id = $1`, [b.id]);
+      if (finished) await app.db.pool.query(`UPDATE coffer_ops.stored_backups SET status = 'finished', finished_at = now() WHERE id = $1`, [b.id]);
+      return b.id;
+    };
+    try {
+      for (const finished of [false, true]) {
+        const stranded = await strand(finished);
+        const next = await jobs.createBackup({ username: 'sys', userId: sys.id, via: 'http' });
+        const worker = await Jobs.open({ pool: app.db.pool, url: app.db.url, config: app.config, log: silentLogger() });
+        try {
+          await worker.startWorker();
+          expect((await worker.waitFor('backup', next.id, { timeoutMs: 30_000 })).status).toBe('finished');
+        } finally {
+          await worker.close();
+        }
+        expect((await jobs.getBackup(stranded)).status).toBe(finished ? 'finished' : 'failed');
+        if (!finished) expect((await jobs.getBackup(stranded)).error).toMatchObject({ code: 'E_INTERRUPTED' });
+        const left = await app.db.pool.query(`SELECT count(*)::int AS n FROM coffer_jobs.job WHERE id = $1`, [stranded]);
+        expect(left.rows[0].n).toBe(0);
+      }
+    } finally {
+      await jobs.close();
+    }
+  });
+
   test('kill -9 of the service during a backup job: after restart no job is running and no .partial is left', async () => {
     await app.jobs!.close(); // only the spawned service runs jobs now
     const jobs = await Jobs.open({ pool: app.db.pool, url: app.db.url, config: app.config, log: silentLogger() });
@@ -350,7 +382,11 @@ describe('a crash during a job', () => {
     await reader.connect();
     try {
       const b = await jobs.createBackup({ username: 'sys', userId: sys.id, via: 'http' });
-      expect((await jobs.waitFor('backup', b.id, { timeoutMs: 30_000 })).status).toBe('finished');
+      const done = await waitFor('the service to take a backup', async () => {
+        const o = await jobs.getBackup(b.id);
+        return o.status !== 'queued' && o.status !== 'running' && o;
+      });
+      expect(done.status).toBe('finished');
       await app.db.pool.query(`INSERT INTO notes (project_id, title) SELECT project_id, 'after the backup' FROM notes LIMIT 1`);
       const before = (await app.db.pool.query(`SELECT count(*)::int AS n FROM notes`)).rows[0].n;
       await reader.query('BEGIN');
