@@ -236,7 +236,7 @@ export async function requestRestoreCancel(db: Queryable, id: string): Promise<v
   await db.query(`UPDATE ${R} SET cancel_requested = true WHERE id = $1`, [id]);
 }
 
-/** Jobs recorded as running, with whether some session still holds their job lock (a live owner). */
+/** Jobs recorded as running (whether their owner is alive is the sweep's question: its job lock). */
 export async function runningJobs(db: Queryable): Promise<{ kind: 'backup' | 'restore'; id: string; object: string | null }[]> {
   const res = await db.query<{ kind: 'backup' | 'restore'; id: string; object: string | null }>(
     `SELECT 'backup' AS kind, id, object FROM ${B} WHERE status = 'running'

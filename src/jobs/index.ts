@@ -199,8 +199,8 @@ export class Jobs {
     this.stopping = true;
     if (this.sweeper) clearInterval(this.sweeper);
     await this.sweeping?.catch(() => undefined);
-    // Jobs still running are canceled: a service stop does not leave them running, and a restore
-    // that has not committed rolls back.
+    // Jobs still running are stopped and end as E_INTERRUPTED (a restore already loading runs to its
+    // end: it is all or nothing, and waiting for it is the safe choice).
     for (const ctl of this.local.values()) ctl.abort();
     await Promise.allSettled([...this.running]);
     await this.boss.stop({ graceful: true, wait: true, close: false, timeout: 5000 }).catch(() => undefined);
@@ -329,9 +329,9 @@ export class Jobs {
     const progress = this.progressWriter((p) => catalog.restoreProgress(this.ops, id, p, safetyId), ctl);
     try {
       await authorizeJobRun(this.opts.pool, row.created_by_id);
-      const source = await this.finishedBackup(row.backup_id);
+      const source = await this.finishedBackup(row.backup_id, 'restored');
       // The key and the archive are checked before anything else, the safety backup included.
-      archive = await openStoredArchive(this.store, source.object!, key);
+      archive = await openStoredArchive(this.store, source.object, key);
       const actor = row.created_by ? { id: row.created_by_id ?? undefined, username: row.created_by } : undefined;
       if (row.safety_backup) {
         // Taken inside this job (the queue runs one job at a time): encrypted like the backup restored.
@@ -361,7 +361,7 @@ export class Jobs {
         pool: this.opts.pool,
         dataDir: this.opts.config.dataDir,
         archive,
-        object: source.object!,
+        object: source.object,
         backupId: source.id,
         sha256: source.sha256,
         log: this.log,
@@ -388,15 +388,15 @@ export class Jobs {
     }
   }
 
-  private async finishedBackup(id: string): Promise<catalog.BackupRow> {
-    const b = await catalog.getBackup(this.ops, id);
-    if (!b) throw new CofferError('E_NOT_FOUND', `no stored backup ${id}`);
-    if (b.status !== 'finished' || !b.object) throw new CofferError('E_NOT_FINISHED', `stored backup ${id} is ${b.status}, not finished`);
-    if (!(await this.store.stat(b.object))) {
-      await catalog.setBackupStatus(this.ops, id, 'finished', 'missing');
-      throw new CofferError('E_BACKUP_MISSING', `stored backup ${id} is missing: ${b.object} is no longer in ${this.store.location} (run coffer backups rescan)`);
-    }
-    return b;
+  /** A backup that exists in the store and is finished; E_NOT_FOUND, E_BACKUP_MISSING or E_NOT_FINISHED otherwise. */
+  private async finishedBackup(id: string, doing: string): Promise<FinishedRow> {
+    return this.requireFinished(await this.checkPresent(await this.getBackupRow(id)), doing);
+  }
+
+  private requireFinished(row: catalog.BackupRow, doing: string): FinishedRow {
+    if (row.status === 'missing') throw new CofferError('E_BACKUP_MISSING', `stored backup ${row.id} is missing: ${row.object} is no longer in ${this.store.location} (run coffer backups rescan)`);
+    if (row.status !== 'finished' || !row.object) throw new CofferError('E_NOT_FINISHED', `stored backup ${row.id} is ${row.status}; it can be ${doing} once finished`);
+    return { ...row, object: row.object };
   }
 
   // ---- the sweep -----------------------------------------------------------------------------
@@ -417,9 +417,8 @@ export class Jobs {
           try {
             const error = { code: 'E_INTERRUPTED', message: 'the coffer process running this job stopped (crash, kill or power loss) before it finished' };
             const ended = job.kind === 'backup' ? await catalog.endBackupRow(client, job.id, 'failed', error) : await catalog.endRestoreRow(client, job.id, 'failed', error);
+            // Its queue entry, if still active, goes with the entries below (the job is final now).
             const removed = await this.store.removePartials(job.id);
-            await this.boss.fail(QUEUE, job.id, { code: 'E_INTERRUPTED' }).catch(() => undefined);
-            await this.boss.deleteJob(QUEUE, job.id).catch(() => undefined);
             if (ended) this.log.warn({ job: job.id, kind: job.kind, removed }, 'marked an interrupted job failed (E_INTERRUPTED)');
           } finally {
             await client.query('SELECT pg_advisory_unlock($1)', [jobLockKey(job.id)]);
@@ -443,7 +442,6 @@ export class Jobs {
               if (backup) await catalog.endBackupRow(client, entry.id, 'failed', error);
               if (restore) await catalog.endRestoreRow(client, entry.id, 'failed', error);
             }
-            await this.boss.fail(QUEUE, entry.id).catch(() => undefined);
             await this.boss.deleteJob(QUEUE, entry.id).catch(() => undefined);
           } finally {
             await client.query('SELECT pg_advisory_unlock($1)', [jobLockKey(entry.id)]);
@@ -486,9 +484,7 @@ export class Jobs {
   }
 
   async createRestore(req: CreateRestoreRequest): Promise<RestoreObject> {
-    const backup = await this.getBackupRow(req.backupId);
-    if (backup.status === 'missing') throw new CofferError('E_BACKUP_MISSING', `stored backup ${backup.id} is missing from ${this.store.location} (run coffer backups rescan)`);
-    if (backup.status !== 'finished') throw new CofferError('E_NOT_FINISHED', `stored backup ${backup.id} is ${backup.status}; only a finished backup can be restored`);
+    const backup = this.requireFinished(await this.getBackupRow(req.backupId), 'restored');
     if (backup.encrypted && !req.key) throw new CofferError('E_CRYPT_KEY_REQUIRED', `stored backup ${backup.id} is encrypted: give aes_key or passphrase`);
     // A raw key is checked now (its id is the archive's); a passphrase needs argon2, so the job checks it.
     if (backup.key_id && req.key?.kind === 'raw' && keyIdOf(req.key.key).toString('hex') !== backup.key_id) {
@@ -557,9 +553,7 @@ export class Jobs {
 
   /** Opens a finished backup's file for download. 409 until finished, 410 when it vanished. */
   async openDownload(id: string): Promise<{ backup: BackupObject; object: string; source: Awaited<ReturnType<BackupStore['open']>> }> {
-    const row = await this.checkPresent(await this.getBackupRow(id));
-    if (row.status === 'missing') throw new CofferError('E_BACKUP_MISSING', `stored backup ${id} is missing: ${row.object} is no longer in ${this.store.location} (run coffer backups rescan)`);
-    if (row.status !== 'finished' || !row.object) throw new CofferError('E_NOT_FINISHED', `stored backup ${id} is ${row.status}; it can be downloaded once finished`);
+    const row = await this.finishedBackup(id, 'downloaded');
     try {
       return { backup: catalog.backupObject(row), object: row.object, source: await this.store.open(row.object) };
     } catch (err) {
@@ -640,7 +634,7 @@ export class Jobs {
     const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
     let last = '';
     for (;;) {
-      const obj = kind === 'backup' ? catalog.backupObject((await catalog.getBackup(this.ops, id)) ?? missingRow(id)) : await this.getRestore(id);
+      const obj = kind === 'backup' ? catalog.backupObject(await this.getBackupRow(id)) : await this.getRestore(id);
       const text = JSON.stringify(obj);
       if (text !== last) {
         last = text;
@@ -659,9 +653,8 @@ export interface WaitOptions<T> {
   signal?: AbortSignal;
 }
 
-function missingRow(id: string): never {
-  throw new CofferError('E_NOT_FOUND', `no stored backup ${id}`);
-}
+/** A catalog row of a finished backup: its object is named. */
+type FinishedRow = catalog.BackupRow & { object: string };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export function isUuid(id: string): boolean {

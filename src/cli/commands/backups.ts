@@ -1,5 +1,3 @@
-import { createHash } from 'node:crypto';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { createAtomicFile } from '../../core/atomic-file';
@@ -8,6 +6,7 @@ import { FINAL_STATUSES, type BackupObject, type JobError, type Progress, type R
 import type { KeySource } from '../../crypto';
 import type { Database } from '../../db/connect';
 import { Jobs, type Requester } from '../../jobs';
+import { Meter } from '../../pipeline/meter';
 import { archiveObjectName } from '../../pipeline/stored';
 import { resolveDatabaseUrl, withDatabaseUrlOptions, type DatabaseUrlOptions } from '../database-url';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
@@ -222,20 +221,6 @@ function registerShow(backups: Command): void {
     });
 }
 
-/** Passes bytes through, hashing and counting them. */
-function hashingTap(): { tap: Transform; digest: () => { sha256: string; bytes: number } } {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      cb(null, chunk);
-    },
-  });
-  return { tap, digest: () => ({ sha256: hash.digest('hex'), bytes }) };
-}
-
 function registerDownload(backups: Command): void {
   withDatabaseUrlOptions(backups.command('download'), 'database of the service')
     .description('write a stored backup archive to a file, checked against its sha256')
@@ -253,9 +238,9 @@ function registerDownload(backups: Command): void {
           const file = toStdout ? undefined : createAtomicFile(target);
           let committed = false;
           try {
-            const { tap, digest } = hashingTap();
-            await pipeline(source.createReadStream(0, source.size), tap, file ? file.stream : process.stdout);
-            const got = digest();
+            const meter = new Meter();
+            await pipeline(source.createReadStream(0, source.size), meter, file ? file.stream : process.stdout);
+            const got = { sha256: meter.sha256, bytes: meter.bytes };
             if (got.sha256 !== backup.sha256 || got.bytes !== backup.size) {
               throw new CofferError(
                 'E_ARCHIVE_CHECKSUM',

@@ -39,19 +39,17 @@ export class LocalStore implements BackupStore {
     } catch (err) {
       throw storeError(this, err, `cannot create ${name}${PARTIAL}`);
     }
-    let written = 0;
     return {
       stream: file.stream,
       commit: async () => {
         try {
           await file.commit();
           this.syncFolder();
-          written = fs.statSync(target).size;
+          return { size: fs.statSync(target).size };
         } catch (err) {
           await file.abort().catch(() => undefined);
           throw storeError(this, err, `cannot write ${name}`);
         }
-        return { size: written };
       },
       abort: () => file.abort(),
     };
