@@ -54,6 +54,14 @@ export const ERROR_CODES = {
   E_CRYPT_TRUNCATED: { exit: 16, http: 400 },
   E_CRYPT_TRAILING_DATA: { exit: 16, http: 400 },
   E_CRYPT_CORRUPT: { exit: 16, http: 400 },
+  // age files and keys
+  E_AGE_NOT_AGE: { exit: 14, http: 400 },
+  E_AGE_HEADER: { exit: 14, http: 400 },
+  E_AGE_UNSUPPORTED: { exit: 14, http: 400 },
+  E_AGE_NO_MATCH: { exit: 15, http: 400 },
+  E_AGE_HEADER_MAC: { exit: 16, http: 400 },
+  E_AGE_RECIPIENT_INVALID: { exit: 2, http: 400 },
+  E_AGE_IDENTITY_INVALID: { exit: 2, http: 400 },
   // stored backups and jobs
   E_STORE: { exit: 17, http: 500 },
   E_BACKUP_MISSING: { exit: 17, http: 410 },

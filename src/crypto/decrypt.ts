@@ -1,26 +1,14 @@
-/**
- * Reading format v1: opening the header (reading order, key checks, header MAC) and the streaming
- * decryptor, which releases a chunk's plaintext only after its tag has verified.
- */
-import type { FileHandle } from 'node:fs/promises';
-import { Transform, type TransformCallback } from 'node:stream';
+/** Reading format v1: opening the header (reading order, key checks, header MAC). */
 import { CofferError } from '../core/errors';
-import { type ChunkContext, openFinalChunk, openMiddleChunk, tooManyChunks } from './chunk';
-import {
-  HEADER_SIZE,
-  headerMac,
-  MAGIC,
-  MAX_CHUNKS,
-  type ParsedHeader,
-  parseHeaderFields,
-  SEALED_CHUNK_SIZE,
-} from './format';
+import { HEADER_SIZE, headerMac, type ParsedHeader, parseHeaderFields } from './format';
 import { checkRawKey, deriveArchiveKeys, deriveFromPassphrase, keyIdOf, type KeySource, sameBytes } from './keys';
 
 /** What a reader needs after the header has been authenticated. */
-export interface OpenedHeader extends ChunkContext {
+export interface OpenedHeader {
   header: ParsedHeader;
   keyIdHex: string;
+  payloadKey: Buffer;
+  noncePrefix: Buffer;
 }
 
 function describeArchiveKey(header: ParsedHeader): string {
@@ -82,127 +70,4 @@ export async function openHeader(headerBytes: Buffer, source: KeySource | undefi
     throw new CofferError('E_CRYPT_HEADER', 'encrypted archive header failed authentication (corrupted or tampered)');
   }
   return { header, keyIdHex: header.keyId.toString('hex'), payloadKey, noncePrefix: header.noncePrefix };
-}
-
-/** Reads and opens the header of an encrypted archive held in a buffer or an open file. */
-export async function readHeader(input: FileHandle | Buffer, source: KeySource | undefined): Promise<OpenedHeader> {
-  if (Buffer.isBuffer(input)) return openHeader(input, source);
-  const buf = Buffer.alloc(HEADER_SIZE);
-  let filled = 0;
-  while (filled < HEADER_SIZE) {
-    const { bytesRead } = await input.read(buf, filled, HEADER_SIZE - filled, filled);
-    if (bytesRead === 0) break;
-    filled += bytesRead;
-  }
-  return openHeader(buf.subarray(0, filled), source);
-}
-
-class DecryptStream extends Transform {
-  private readonly headerBuf = Buffer.alloc(HEADER_SIZE);
-  private headerLen = 0;
-  private ctx: ChunkContext | null = null;
-  // One sealed chunk is always held back: whether it is the last one is only known from what follows.
-  private readonly pending = Buffer.alloc(SEALED_CHUNK_SIZE);
-  private pendingLen = 0;
-  private index = 0;
-
-  constructor(private readonly source: KeySource | undefined) {
-    super();
-  }
-
-  override _transform(data: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    if (this.ctx !== null) {
-      this.consumeOrFail(data, this.ctx, callback);
-      return;
-    }
-    const n = Math.min(data.length, HEADER_SIZE - this.headerLen);
-    data.copy(this.headerBuf, this.headerLen, 0, n);
-    this.headerLen += n;
-    if (this.headerLen < HEADER_SIZE) {
-      const seen = Math.min(this.headerLen, MAGIC.length);
-      // Fail fast on non-coffer input instead of waiting for 120 bytes that may never come.
-      if (!this.headerBuf.subarray(0, seen).equals(MAGIC.subarray(0, seen))) {
-        callback(new CofferError('E_CRYPT_NOT_COFFER', 'not a coffer encrypted archive (bad magic)'));
-        return;
-      }
-      callback();
-      return;
-    }
-    openHeader(this.headerBuf, this.source).then(
-      (opened) => {
-        this.ctx = { payloadKey: opened.payloadKey, noncePrefix: opened.noncePrefix };
-        this.consumeOrFail(data.subarray(n), this.ctx, callback);
-      },
-      (err: unknown) => callback(err as Error),
-    );
-  }
-
-  override _flush(callback: TransformCallback): void {
-    try {
-      if (this.ctx === null) {
-        // Throws: the input ended inside the header (or was not an archive at all).
-        parseHeaderFields(this.headerBuf.subarray(0, this.headerLen));
-        throw new CofferError('E_INTERNAL', 'decryptor ended without a header');
-      }
-      if (this.pendingLen === 0) {
-        throw new CofferError(
-          'E_CRYPT_TRUNCATED',
-          this.index === 0
-            ? 'encrypted archive is truncated: no chunks after the header'
-            : `encrypted archive is truncated: no final chunk after chunk ${this.index - 1}`,
-        );
-      }
-      if (this.index >= MAX_CHUNKS) throw tooManyChunks(this.index + 1);
-      this.push(openFinalChunk(this.ctx, this.index, this.pending.subarray(0, this.pendingLen)));
-      callback();
-    } catch (err) {
-      callback(err as Error);
-    }
-  }
-
-  private consumeOrFail(data: Buffer, ctx: ChunkContext, callback: TransformCallback): void {
-    try {
-      this.consume(data, ctx);
-      callback();
-    } catch (err) {
-      callback(err as Error);
-    }
-  }
-
-  private consume(data: Buffer, ctx: ChunkContext): void {
-    let off = 0;
-    while (off < data.length) {
-      if (this.pendingLen === SEALED_CHUNK_SIZE) {
-        // More bytes follow the held-back chunk, so it is not the last one.
-        this.openMiddle(ctx, this.pending);
-        this.pendingLen = 0;
-      }
-      const remaining = data.length - off;
-      if (this.pendingLen === 0 && remaining > SEALED_CHUNK_SIZE) {
-        // A whole chunk with bytes after it in the same input: open it in place, no copy.
-        this.openMiddle(ctx, data.subarray(off, off + SEALED_CHUNK_SIZE));
-        off += SEALED_CHUNK_SIZE;
-        continue;
-      }
-      const n = Math.min(remaining, SEALED_CHUNK_SIZE - this.pendingLen);
-      data.copy(this.pending, this.pendingLen, off, off + n);
-      this.pendingLen += n;
-      off += n;
-    }
-  }
-
-  private openMiddle(ctx: ChunkContext, sealed: Buffer): void {
-    if (this.index >= MAX_CHUNKS - 1) throw tooManyChunks(this.index + 2);
-    this.push(openMiddleChunk(ctx, this.index, sealed));
-    this.index += 1;
-  }
-}
-
-/**
- * A Transform from an encrypted archive to its plaintext. Errors are CofferErrors with E_CRYPT_* codes;
- * everything pushed before an error belongs to chunks that authenticated as non-final chunks, so a
- * consumer must still treat the output as incomplete when the stream fails.
- */
-export function createDecryptStream(source: KeySource | undefined): Transform {
-  return new DecryptStream(source);
 }

@@ -1,24 +1,26 @@
 /**
- * Writing format v1: the header, then the plaintext cut into 64 KiB chunks, each sealed with
- * AES-256-GCM under a STREAM nonce.
+ * Writing: format v1 for a raw key or a passphrase (the 120-byte header, then AES-256-GCM chunks), an
+ * age v1 file for recipients (the textual header with one X25519 stanza each, a 16-byte nonce, then
+ * ChaCha20-Poly1305 chunks).
  */
-import { randomBytes } from 'node:crypto';
+import { hkdfSync, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { Transform, type TransformCallback } from 'node:stream';
+import type { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createAtomicFile } from '../core/atomic-file';
 import { CofferError } from '../core/errors';
-import { type ChunkContext, sealChunk, tooManyChunks } from './chunk';
+import { AGE_NONCE_SIZE, encodeAgeHeader, encodeBase64 } from './age/header';
+import { FILE_KEY_SIZE, uniqueRecipients, wrapFileKey, type AgeRecipient } from './age/keys';
+import { ageCipher, v1Cipher } from './chunk';
 import {
   ARCHIVE_SALT_SIZE,
   ARGON2_SALT_SIZE,
-  CHUNK_SIZE,
   checkArgon2Params,
   encodeHeader,
   type HeaderFields,
-  MAX_CHUNKS,
   NONCE_PREFIX_SIZE,
 } from './format';
+import { EncryptStream } from './stream';
 import {
   checkRawKey,
   deriveArchiveKeys,
@@ -35,64 +37,6 @@ export interface EncryptOptions {
   argon2Salt?: Buffer;
 }
 
-class EncryptStream extends Transform {
-  private readonly buf = Buffer.alloc(CHUNK_SIZE);
-  private filled = 0;
-  private index = 0;
-
-  constructor(
-    header: Buffer,
-    private readonly ctx: ChunkContext,
-  ) {
-    super();
-    this.push(header);
-  }
-
-  override _transform(data: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    try {
-      let off = 0;
-      while (off < data.length) {
-        if (this.filled === CHUNK_SIZE) {
-          // A full chunk is sealed only once more input proves it is not the last one.
-          this.seal(this.buf, false);
-          this.filled = 0;
-        }
-        const remaining = data.length - off;
-        if (this.filled === 0 && remaining > CHUNK_SIZE) {
-          this.seal(data.subarray(off, off + CHUNK_SIZE), false);
-          off += CHUNK_SIZE;
-          continue;
-        }
-        const n = Math.min(remaining, CHUNK_SIZE - this.filled);
-        data.copy(this.buf, this.filled, off, off + n);
-        this.filled += n;
-        off += n;
-      }
-      callback();
-    } catch (err) {
-      callback(err as Error);
-    }
-  }
-
-  override _flush(callback: TransformCallback): void {
-    try {
-      // Empty input still gets one (empty) final chunk, so a reader can tell it from truncation.
-      this.seal(this.buf.subarray(0, this.filled), true);
-      callback();
-    } catch (err) {
-      callback(err as Error);
-    }
-  }
-
-  private seal(plaintext: Buffer, last: boolean): void {
-    if (this.index >= MAX_CHUNKS) throw tooManyChunks(this.index + 1);
-    const [ciphertext, tag] = sealChunk(this.ctx.payloadKey, this.ctx.noncePrefix, this.index, last, plaintext);
-    this.push(ciphertext);
-    this.push(tag);
-    this.index += 1;
-  }
-}
-
 function fixedOrRandom(name: string, given: Buffer | undefined, size: number): Buffer {
   if (given === undefined) return randomBytes(size);
   if (given.length !== size) throw new CofferError('E_INTERNAL', `${name} must be ${size} bytes, got ${given.length}`);
@@ -100,7 +44,7 @@ function fixedOrRandom(name: string, given: Buffer | undefined, size: number): B
 }
 
 async function writerHeader(
-  source: KeySource,
+  source: Extract<KeySource, { kind: 'raw' | 'passphrase' }>,
   opts: EncryptOptions,
 ): Promise<{ masterKey: Buffer; fields: HeaderFields }> {
   const archiveSalt = fixedOrRandom('archive salt', opts.archiveSalt, ARCHIVE_SALT_SIZE);
@@ -139,9 +83,27 @@ async function writerHeader(
  * before the header can be written; all key and parameter errors surface here, before any output.
  */
 export async function createEncryptStream(source: KeySource, opts: EncryptOptions = {}): Promise<Transform> {
+  if (source.kind === 'recipients') return createAgeEncryptStream(source.recipients);
+  if (source.kind === 'identities') {
+    throw new CofferError('E_USAGE', 'an identity opens age files; to seal one, give its recipient (age1…, printed by coffer keygen --age and age-keygen -y)');
+  }
   const { masterKey, fields } = await writerHeader(source, opts);
   const { headerKey, payloadKey } = deriveArchiveKeys(masterKey, fields.archiveSalt);
-  return new EncryptStream(encodeHeader(fields, headerKey), { payloadKey, noncePrefix: fields.noncePrefix });
+  return new EncryptStream(encodeHeader(fields, headerKey), v1Cipher(payloadKey, fields.noncePrefix));
+}
+
+/** An age v1 file sealed to every recipient (each once): any one of their identities opens it. */
+function createAgeEncryptStream(recipients: AgeRecipient[]): Transform {
+  const unique = uniqueRecipients(recipients);
+  if (unique.length === 0) throw new CofferError('E_AGE_RECIPIENT_INVALID', 'no recipients given: an age file needs at least one');
+  const fileKey = randomBytes(FILE_KEY_SIZE);
+  const stanzas = unique.map((r) => {
+    const { share, body } = wrapFileKey(fileKey, r);
+    return { type: 'X25519', args: [encodeBase64(share)], body };
+  });
+  const nonce = randomBytes(AGE_NONCE_SIZE);
+  const payloadKey = Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32));
+  return new EncryptStream(Buffer.concat([encodeAgeHeader(stanzas, fileKey), nonce]), ageCipher(payloadKey));
 }
 
 /**

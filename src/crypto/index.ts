@@ -1,4 +1,7 @@
-/** Encryption format v1 (DESIGN.md section 4, docs/FORMAT.md): the public API of src/crypto. */
+/**
+ * Encryption (DESIGN.md section 4, docs/FORMAT.md): format v1 for raw keys and passphrases, age v1 for
+ * recipients. The public API of src/crypto.
+ */
 export {
   ARGON2_LIMITS,
   type Argon2Params,
@@ -13,5 +16,18 @@ export {
 export { openSealedKeySource, sealKeySource } from './seal';
 export { type KeySource, generateKey, keyIdOf, parseAesKey } from './keys';
 export { createEncryptStream, encryptFile, type EncryptOptions } from './encrypt';
-export { createDecryptStream, type OpenedHeader, readHeader } from './decrypt';
+export { type OpenedHeader } from './decrypt';
+export { createDecryptStream } from './stream';
+export { encryptionOf, type Encryption, openEnvelope, SNIFF_BYTES } from './envelope';
 export { EncryptedFileReader } from './random-access';
+export {
+  AgeIdentity,
+  AgeRecipient,
+  generateAgeIdentity,
+  parseIdentity,
+  parseIdentityFile,
+  parseRecipient,
+  parseRecipientsFile,
+  uniqueRecipients,
+} from './age/keys';
+export { AGE_MAGIC, parseAgeHeader } from './age/header';

@@ -4,6 +4,7 @@
  */
 import { hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as argon2 from 'argon2';
+import type { AgeIdentity, AgeRecipient } from './age/keys';
 import { CofferError } from '../core/errors';
 import {
   ARGON2_SALT_SIZE,
@@ -17,12 +18,15 @@ import {
 export type { Argon2Params } from './format';
 
 /**
- * What the caller holds. `params` only matters when writing: readers take argon2id parameters from the
- * archive header (within the format's limits).
+ * What the caller holds. A raw key or a passphrase writes and reads format v1 (`params` only matters
+ * when writing: readers take argon2id parameters from the archive header, within the format's limits).
+ * Recipients (public keys) write age files; identities (their secret keys) read them.
  */
 export type KeySource =
   | { kind: 'raw'; key: Buffer }
-  | { kind: 'passphrase'; passphrase: string; params?: Argon2Params };
+  | { kind: 'passphrase'; passphrase: string; params?: Argon2Params }
+  | { kind: 'recipients'; recipients: AgeRecipient[] }
+  | { kind: 'identities'; identities: AgeIdentity[] };
 
 export interface ArchiveKeys {
   headerKey: Buffer;

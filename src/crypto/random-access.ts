@@ -5,10 +5,13 @@
 import { Readable } from 'node:stream';
 import { CofferError, isCofferError } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
-import { type ChunkContext, openFinalChunk, openMiddleChunk, tooManyChunks } from './chunk';
-import { CHUNK_SIZE, chunkCountForFileSize, chunkOffset, HEADER_SIZE, MAX_CHUNKS, SEALED_CHUNK_SIZE } from './format';
-import { readHeader } from './decrypt';
+import { type ChunkCipher, openFinalChunk, openMiddleChunk, tooManyChunks } from './chunk';
+import { openEnvelope, type OpenedEnvelope } from './envelope';
+import { CHUNK_SIZE, SEALED_CHUNK_SIZE } from './format';
 import type { KeySource } from './keys';
+
+/** The first read of a file's header: format v1 needs 120 bytes, an age header about 100 a recipient. */
+const FIRST_HEADER_READ = 16 * 1024;
 
 /** Zip readers jump to the central directory and then walk entries in order: a few chunks suffice. */
 const CACHE_CHUNKS = 4;
@@ -19,12 +22,13 @@ export class EncryptedFileReader implements RandomAccessSource {
 
   private constructor(
     private readonly file: RandomAccessSource,
-    private readonly ctx: ChunkContext,
+    private readonly ctx: ChunkCipher,
+    private readonly payloadOffset: number,
     private readonly lastIndex: number,
     private readonly lastSealedSize: number,
     finalPlaintext: Buffer,
-    /** Key id of the archive (hex), for messages and logs. */
-    readonly keyIdHex: string,
+    /** Which format, and for format v1 the key id: for messages, records and logs. */
+    readonly envelope: Omit<OpenedEnvelope, 'cipher'>,
   ) {
     this.size = lastIndex * CHUNK_SIZE + finalPlaintext.length;
     this.cache.set(lastIndex, Promise.resolve(finalPlaintext));
@@ -40,13 +44,15 @@ export class EncryptedFileReader implements RandomAccessSource {
   static async open(fh: RandomAccessSource, source: KeySource | undefined): Promise<EncryptedFileReader> {
     try {
       const fileSize = fh.size;
-      const opened = await readHeader(await fh.read(0, Math.min(HEADER_SIZE, fileSize)), source);
-      const ctx: ChunkContext = { payloadKey: opened.payloadKey, noncePrefix: opened.noncePrefix };
-      const count = chunkCountForFileSize(fileSize);
+      const opened = await openHeaderOf(fh, source);
+      const ctx = opened.cipher;
+      const payloadOffset = opened.payloadOffset;
+      const chunkOffset = (index: number): number => payloadOffset + index * SEALED_CHUNK_SIZE;
+      const count = Math.ceil(Math.max(0, fileSize - payloadOffset) / SEALED_CHUNK_SIZE);
       if (count === 0) {
         throw new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive is truncated: no chunks after the header');
       }
-      if (count > MAX_CHUNKS) throw tooManyChunks(count);
+      if (count > ctx.maxChunks) throw tooManyChunks(count, ctx.maxChunks);
       const lastIndex = count - 1;
       const lastSealedSize = fileSize - chunkOffset(lastIndex);
       // The chunk before the last is checked too, as the streaming decryptor would: appended data after
@@ -57,7 +63,8 @@ export class EncryptedFileReader implements RandomAccessSource {
           : null;
       const finalSealed = await readExactly(fh, chunkOffset(lastIndex), lastSealedSize);
       const finalPlaintext = openFinalChunk(ctx, lastIndex, finalSealed);
-      const reader = new EncryptedFileReader(fh, ctx, lastIndex, lastSealedSize, finalPlaintext, opened.keyIdHex);
+      const envelope = { encryption: opened.encryption, payloadOffset, keyIdHex: opened.keyIdHex, recipients: opened.recipients };
+      const reader = new EncryptedFileReader(fh, ctx, payloadOffset, lastIndex, lastSealedSize, finalPlaintext, envelope);
       if (beforeLast !== null) reader.cache.set(lastIndex - 1, Promise.resolve(beforeLast));
       return reader;
     } catch (err) {
@@ -122,7 +129,7 @@ export class EncryptedFileReader implements RandomAccessSource {
 
   private async loadChunk(index: number): Promise<Buffer> {
     const last = index === this.lastIndex;
-    const sealed = await readExactly(this.file, chunkOffset(index), last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
+    const sealed = await readExactly(this.file, this.payloadOffset + index * SEALED_CHUNK_SIZE, last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
     return last ? openFinalChunk(this.ctx, index, sealed) : openMiddleChunk(this.ctx, index, sealed);
   }
 }
@@ -160,6 +167,16 @@ class PlaintextRangeStream extends Readable {
       },
       (err: unknown) => this.destroy(err as Error),
     );
+  }
+}
+
+/** Reads as much of the start of the file as its header turns out to need, and opens it. */
+async function openHeaderOf(fh: RandomAccessSource, source: KeySource | undefined): Promise<OpenedEnvelope> {
+  for (let length = Math.min(fh.size, FIRST_HEADER_READ); ; length = Math.min(fh.size, length * 4)) {
+    const prefix = await fh.read(0, length);
+    const result = await openEnvelope(prefix, prefix.length >= fh.size, source);
+    if (result !== null) return result.opened;
+    if (prefix.length >= fh.size) throw new CofferError('E_INTERNAL', 'header reader ended without a header');
   }
 }
 

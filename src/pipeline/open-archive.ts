@@ -2,7 +2,7 @@ import { ARCHIVE_TOP_LEVEL, DB_PREFIX, fileSource, MANIFEST_ENTRY, openZip, UPLO
 import { CofferError, errorMessage } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
 import { ARCHIVE_FORMAT, manifestSchema, type Manifest } from '../core/manifest';
-import { EncryptedFileReader, isCofferEncrypted, type KeySource } from '../crypto';
+import { EncryptedFileReader, encryptionOf, type Encryption, type KeySource, SNIFF_BYTES } from '../crypto';
 import { knownMigrations } from '../db/migrate';
 
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
@@ -11,14 +11,17 @@ export interface OpenedArchive {
   zip: ZipArchive;
   manifest: Manifest;
   encrypted: boolean;
-  /** Key id of an encrypted archive (hex). */
+  encryption: Encryption;
+  /** Key id of a format v1 archive (hex). */
   keyId?: string;
+  /** How many recipients an age archive is sealed to. */
+  recipients?: number;
   close(): Promise<void>;
 }
 
 /**
- * Opens an archive (a file, or any random-access source, which it then owns) for reading, plain or encrypted (told apart by the magic bytes, never by the
- * name): an encrypted one is read through the random-access decryptor, so no plaintext copy is ever
+ * Opens an archive (a file, or any random-access source, which it then owns) for reading, plain,
+ * format v1 or age (told apart by the first bytes, never by the name): an encrypted one is read through the random-access decryptor, so no plaintext copy is ever
  * written. Checks structure, VERSION and manifest, and that manifest and entries agree.
  */
 export async function openArchive(file: string | RandomAccessSource, key: KeySource | undefined): Promise<OpenedArchive> {
@@ -26,20 +29,23 @@ export async function openArchive(file: string | RandomAccessSource, key: KeySou
     throw new CofferError('E_USAGE', `cannot open archive ${file}: ${errorMessage(err)}`);
   }) : file;
   let source: RandomAccessSource;
-  let encrypted: boolean;
+  let encryption: Encryption;
   try {
-    encrypted = isCofferEncrypted(await raw.read(0, Math.min(8, raw.size)));
-    source = encrypted ? await EncryptedFileReader.open(raw, key) : raw;
+    encryption = encryptionOf(await raw.read(0, Math.min(SNIFF_BYTES, raw.size)));
+    source = encryption !== 'none' ? await EncryptedFileReader.open(raw, key) : raw;
   } catch (err) {
     await raw.close().catch(() => undefined);
     throw err;
   }
-  const keyId = source instanceof EncryptedFileReader ? source.keyIdHex : undefined;
+  const envelope = source instanceof EncryptedFileReader ? source.envelope : undefined;
+  const encrypted = encryption !== 'none';
+  const keyId = envelope?.keyIdHex;
+  const recipients = envelope?.recipients;
   const zip = await openZip(source, { allowedTopLevel: ARCHIVE_TOP_LEVEL });
   try {
     const manifest = await readManifest(zip);
     checkEntriesAgainstManifest(zip, manifest);
-    return { zip, manifest, encrypted, keyId, close: () => zip.close() };
+    return { zip, manifest, encrypted, encryption, keyId, recipients, close: () => zip.close() };
   } catch (err) {
     await zip.close().catch(() => undefined);
     throw err;
