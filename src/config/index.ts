@@ -1,7 +1,9 @@
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { CofferError } from '../core/errors';
+import { parseRecipient, parseRecipientsFile, uniqueRecipients, type AgeRecipient } from '../crypto/age/keys';
 import { Secret } from './secret';
 
 export { Secret } from './secret';
@@ -81,6 +83,9 @@ const schema = z.object({
       return parsed;
     }),
   COFFER_AES_KEY: z.string().optional(),
+  BACKUP_RECIPIENTS: z.string().optional(),
+  BACKUP_RECIPIENTS_FILE: z.string().trim().min(1).optional(),
+  COFFER_IDENTITY_FILE: z.string().trim().min(1).optional(),
   USER: z.string().trim().min(1).max(200).optional(),
 });
 
@@ -113,6 +118,13 @@ export interface Config {
   trustProxy: TrustProxy;
   /** COFFER_AES_KEY: a raw archive key (hex or base64) for the CLI's encrypt/decrypt paths. */
   aesKey?: Secret;
+  /**
+   * BACKUP_RECIPIENTS and BACKUP_RECIPIENTS_FILE together (each once): when set, backups that are not
+   * given a key are sealed to these age recipients, so the service needs no secret able to read them.
+   */
+  backupRecipients: AgeRecipient[];
+  /** COFFER_IDENTITY_FILE: the age identity file the CLI's restore, verify and decrypt use by default. */
+  identityFile?: string;
   /** USER: who runs CLI commands, for backup_log (falls back to the OS account). */
   operator?: string;
 }
@@ -150,7 +162,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     sessionTtlMs: v.SESSION_TTL_HOURS * 3600_000,
     cookieSecure: v.COOKIE_SECURE === 'auto' ? 'auto' : v.COOKIE_SECURE === 'true',
     trustProxy: v.TRUST_PROXY,
+    backupRecipients: configuredRecipients(v.BACKUP_RECIPIENTS, v.BACKUP_RECIPIENTS_FILE),
   };
+  if (v.COFFER_IDENTITY_FILE) config.identityFile = path.resolve(v.COFFER_IDENTITY_FILE);
   if (v.DATABASE_URL) config.databaseUrl = new Secret(v.DATABASE_URL);
   if (v.USER) config.operator = v.USER;
   if (v.COFFER_AES_KEY) config.aesKey = new Secret(v.COFFER_AES_KEY);
@@ -162,6 +176,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     config.backupKey = new Secret(v.BACKUP_KEY);
   }
   return config;
+}
+
+/** BACKUP_RECIPIENTS (separated by commas, spaces or newlines) and the recipients file, checked now. */
+function configuredRecipients(list: string | undefined, file: string | undefined): AgeRecipient[] {
+  const out: AgeRecipient[] = [];
+  try {
+    const items = (list ?? '').split(/[\s,]+/).filter((x) => x !== '');
+    items.forEach((item, i) => out.push(parseRecipient(item, `BACKUP_RECIPIENTS entry ${i + 1}`)));
+    if (file !== undefined) {
+      let text: string;
+      try {
+        text = fs.readFileSync(file, 'utf8');
+      } catch (err) {
+        throw new CofferError('E_CONFIG', `BACKUP_RECIPIENTS_FILE: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      out.push(...parseRecipientsFile(text, `BACKUP_RECIPIENTS_FILE ${file}`));
+    }
+  } catch (err) {
+    if (err instanceof CofferError && err.code !== 'E_CONFIG') throw new CofferError('E_CONFIG', `invalid configuration: ${err.message}`);
+    throw err;
+  }
+  return uniqueRecipients(out);
 }
 
 /** Variables a child process such as PostgreSQL may see: locale, time zone and PATH, nothing else. */

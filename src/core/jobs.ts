@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { isoTime } from './time';
+import { ENCRYPTIONS, type Encryption } from './types';
 
 export const BACKUP_STATUSES = ['queued', 'running', 'finished', 'failed', 'canceled', 'missing'] as const;
 export const JOB_STATUSES = ['queued', 'running', 'finished', 'failed', 'canceled'] as const;
@@ -37,7 +38,9 @@ export const backupObjectSchema = z.object({
   size: z.number().int().nonnegative().nullable().describe('bytes of the stored file, once finished'),
   sha256: z.string().nullable().describe('of the stored file (as downloaded); the download ETag'),
   encrypted: z.boolean(),
-  key_id: z.string().nullable(),
+  encryption: z.enum(ENCRYPTIONS).describe('none (a zip), aes-256-gcm (format v1: raw key or passphrase) or age (sealed to recipients)'),
+  key_id: z.string().nullable().describe('format v1: the id of the key (raw keys; for passphrases, of the derived key)'),
+  recipients: z.array(z.string()).describe('age: the recipients (age1…) the backup is sealed to; any one of their identities opens it'),
   tables: z.number().int().nullable(),
   rows: z.number().int().nullable(),
   files: z.number().int().nullable(),
@@ -75,7 +78,10 @@ export const backupRecordSchema = z.object({
   size: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   encrypted: z.boolean(),
+  /** Absent in records written before age: those are format v1 when encrypted. */
+  encryption: z.enum(ENCRYPTIONS).optional(),
   key_id: z.string().nullable(),
+  recipients: z.array(z.string()).optional(),
   correlation_id: z.string().nullable(),
   summary: z.object({
     tables: z.number().int().nonnegative(),
@@ -88,3 +94,8 @@ export const backupRecordSchema = z.object({
   }),
 });
 export type BackupRecord = z.infer<typeof backupRecordSchema>;
+
+/** A record's format: records written before age have no `encryption`, and were format v1 when encrypted. */
+export function recordEncryption(r: BackupRecord): Encryption {
+  return r.encryption ?? (r.encrypted ? 'aes-256-gcm' : 'none');
+}

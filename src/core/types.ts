@@ -1,6 +1,13 @@
 import type { Readable } from 'node:stream';
 
 /**
+ * How an archive is encrypted, told by its first bytes: not at all (a zip), format v1 (AES-256-GCM
+ * with a raw key or a passphrase, `.zip.crypt`) or age v1 (X25519 recipients, `.zip.age`).
+ */
+export const ENCRYPTIONS = ['none', 'aes-256-gcm', 'age'] as const;
+export type Encryption = (typeof ENCRYPTIONS)[number];
+
+/**
  * Bytes that can be read at any offset: a plain file, or the plaintext view of an encrypted archive.
  * The zip reader only needs this, so it works the same on both.
  */

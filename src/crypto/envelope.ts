@@ -6,6 +6,7 @@
  */
 import { hkdfSync } from 'node:crypto';
 import { CofferError } from '../core/errors';
+import type { Encryption } from '../core/types';
 import { ageHeaderMac, AGE_ARMOR_BEGIN, AGE_NONCE_SIZE, AGE_PREFIX, checkAgePrefix, decodeBase64, mayBeAge, parseAgeHeader, type AgeHeader } from './age/header';
 import { FILE_KEY_SIZE, unwrapFileKey } from './age/keys';
 import { ageCipher, type ChunkCipher, v1Cipher } from './chunk';
@@ -13,7 +14,18 @@ import { openHeader } from './decrypt';
 import { HEADER_SIZE, MAGIC, parseHeaderFields } from './format';
 import { sameBytes, type KeySource } from './keys';
 
-export type Encryption = 'none' | 'aes-256-gcm' | 'age';
+export type { Encryption } from '../core/types';
+
+/** What a key source writes. */
+export function encryptionFor(source: KeySource | undefined): Encryption {
+  if (source === undefined) return 'none';
+  return source.kind === 'recipients' || source.kind === 'identities' ? 'age' : 'aes-256-gcm';
+}
+
+/** The recipients (age1…) a key source seals to; none for format v1. */
+export function recipientsOf(source: KeySource | undefined): string[] {
+  return source?.kind === 'recipients' ? source.recipients.map((r) => r.text) : [];
+}
 
 /** Enough leading bytes to tell the formats apart. */
 export const SNIFF_BYTES = 64;

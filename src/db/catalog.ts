@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import type { BackupObject, BackupRecord, BackupStatus, JobError, JobStatus, Progress, RestoreObject } from '../core/jobs';
+import { recordEncryption, type BackupObject, type BackupRecord, type BackupStatus, type JobError, type JobStatus, type Progress, type RestoreObject } from '../core/jobs';
+import type { Encryption } from '../core/types';
 import { OPS_SCHEMA } from './ops-schema';
 
 /** SQL of the stored-backup catalog and the restore jobs (coffer_ops). */
@@ -21,7 +22,9 @@ export interface BackupRow {
   size: string | null;
   sha256: string | null;
   encrypted: boolean;
+  encryption: Encryption;
   key_id: string | null;
+  recipients: string[];
   tables: number | null;
   rows: string | null;
   files: number | null;
@@ -64,8 +67,10 @@ export function backupObject(r: BackupRow): BackupObject {
     finished_at: iso(r.finished_at),
     size: num(r.size),
     sha256: r.sha256,
-    encrypted: r.encrypted,
+    encrypted: r.encryption !== 'none',
+    encryption: r.encryption,
     key_id: r.key_id,
+    recipients: r.recipients,
     tables: r.tables,
     rows: num(r.rows),
     files: r.files,
@@ -102,16 +107,17 @@ export interface NewBackup {
   createdBy: string | null;
   createdById: number | null;
   via: string;
-  encrypted: boolean;
+  encryption: Encryption;
+  recipients: string[];
   correlationId: string | null;
   progress: Progress;
 }
 
 export async function insertBackup(db: Queryable, b: NewBackup): Promise<BackupRow> {
   const res = await db.query<BackupRow>(
-    `INSERT INTO ${B} (id, name, status, store, created_by, created_by_id, via, encrypted, correlation_id, progress, started_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $3 = 'running' THEN now() END) RETURNING *`,
-    [b.id, b.name, b.status, b.store, b.createdBy, b.createdById, b.via, b.encrypted, b.correlationId, b.progress],
+    `INSERT INTO ${B} (id, name, status, store, created_by, created_by_id, via, encrypted, encryption, recipients, correlation_id, progress, started_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8 <> 'none', $8, $9, $10, $11, CASE WHEN $3 = 'running' THEN now() END) RETURNING *`,
+    [b.id, b.name, b.status, b.store, b.createdBy, b.createdById, b.via, b.encryption, b.recipients, b.correlationId, b.progress],
   );
   return res.rows[0];
 }
@@ -172,13 +178,13 @@ export async function setBackupStatus(db: Queryable, id: string, from: BackupSta
 export async function upsertBackupRecord(db: Queryable, r: BackupRecord, store: string): Promise<void> {
   await db.query(
     `INSERT INTO ${B} (id, name, status, store, object, created_by, via, created_at, started_at, finished_at, size, sha256, encrypted, key_id,
-                       tables, rows, files, summary, correlation_id, progress)
-     VALUES ($1, $2, 'finished', $3, $4, $5, 'rescan', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                       tables, rows, files, summary, correlation_id, encryption, recipients, progress)
+     VALUES ($1, $2, 'finished', $3, $4, $5, 'rescan', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
              jsonb_build_object('phase', 'done', 'percent', 100, 'rows', $14::bigint, 'bytes', $9::bigint, 'eta_s', 0))
      ON CONFLICT (id) DO UPDATE SET status = 'finished', object = EXCLUDED.object, size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
        finished_at = EXCLUDED.finished_at, tables = EXCLUDED.tables, rows = EXCLUDED.rows, files = EXCLUDED.files, summary = EXCLUDED.summary`,
     [r.id, r.name, store, r.object, r.created_by, r.created_at, r.started_at, r.finished_at, r.size, r.sha256, r.encrypted, r.key_id,
-      r.summary.tables, r.summary.rows, r.summary.files, r.summary, r.correlation_id],
+      r.summary.tables, r.summary.rows, r.summary.files, r.summary, r.correlation_id, recordEncryption(r), r.recipients ?? []],
   );
 }
 

@@ -57,6 +57,11 @@ const STEPS: string[] = [
      cancel_requested boolean NOT NULL DEFAULT false
    );
    CREATE INDEX restores_created_at ON coffer_ops.restores (created_at DESC);`,
+  // age recipients: which format a backup is in, and whom it is sealed to.
+  `ALTER TABLE coffer_ops.stored_backups
+     ADD COLUMN encryption text NOT NULL DEFAULT 'none' CHECK (encryption IN ('none', 'aes-256-gcm', 'age')),
+     ADD COLUMN recipients text[] NOT NULL DEFAULT '{}';
+   UPDATE coffer_ops.stored_backups SET encryption = 'aes-256-gcm' WHERE encrypted;`,
 ];
 
 /** Creates or upgrades coffer_ops; safe to call from every process at every start. */

@@ -5,6 +5,7 @@ import { authenticate } from './auth';
 import type { AppContext } from './context';
 import { errorHandler } from './errors';
 import { bodyTimeouts } from './timeouts';
+import { backupPolicyRoutes } from './routes/backup-policy';
 import { authRoutes } from './routes/auth';
 import { healthRoutes } from './routes/health';
 import { projectRoutes } from './routes/projects';
@@ -23,6 +24,7 @@ export const ROUTER_MOUNTS: readonly (readonly [prefix: string, routes: (ctx: Ap
   ['/api/v1/utils', backupRoutes],
   ['/api/v1/backups', backupsRoutes],
   ['/api/v1/restores', restoresRoutes],
+  ['/api/v1/backup-policy', backupPolicyRoutes],
   ['/api/v1/openapi.json', openapiRoutes],
 ];
 

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ERROR_CODES, type ErrorCode } from '../core/errors';
 import { backupObjectSchema, restoreObjectSchema } from '../core/jobs';
 import { APP_VERSION } from '../core/manifest';
+import { backupPolicyAnswer } from './routes/backup-policy';
 import { findingObject, memberObject, noteObject, projectObject, uploadObject } from '../domain/objects';
 import { findingInput, memberInput, noteInput, projectInput } from '../domain/projects';
 import { UPLOAD_KINDS } from '../storage/uploads';
@@ -227,8 +228,8 @@ function generateDocument(): OpenApiDocument {
     request: { body: jsonBody(backupInput) },
     ok: {
       200: {
-        description: 'The archive (`backup-<UTC time>.zip`, or `.zip.crypt` when encrypted); with `check: true` an empty body, nothing produced',
-        headers: { 'Content-Disposition': textHeader('attachment; filename="backup-<time>.zip[.crypt]"') },
+        description: 'The archive (`backup-<UTC time>.zip`, `.zip.crypt` with a key or passphrase, `.zip.age` sealed to recipients); with `check: true` an empty body, nothing produced',
+        headers: { 'Content-Disposition': textHeader('attachment; filename="backup-<time>.zip[.crypt|.age]"') },
         content: { 'application/zip': bytes, 'application/octet-stream': bytes },
       },
     },
@@ -246,6 +247,7 @@ function generateDocument(): OpenApiDocument {
     errors: BODY_KEYED,
   });
   backupOp({ method: 'get', path: B, operationId: 'listBackups', request: { query: listBackupsQuery }, ok: { 200: answer('Stored backups', backupListAnswer) }, errors: [...AUTH, 'E_VALIDATION'] });
+  backupOp({ method: 'get', path: '/api/v1/backup-policy', operationId: 'backupPolicy', summary: 'How backups given no key are sealed (the configured age recipients)', ok: { 200: answer('The policy', backupPolicyAnswer) }, errors: AUTH });
   backupOp({ method: 'get', path: `${B}/directory`, operationId: 'backupDirectory', summary: 'Where stored backups are kept', ok: { 200: answer('The store', storeDirectoryAnswer) }, errors: AUTH });
   backupOp({ method: 'get', path: `${B}/{id}`, operationId: 'getBackup', request: { params: backupPath }, ok: { 200: answer('The backup', Backup) }, errors: NOT_FOUND });
   backupOp({ method: 'get', path: `${B}/{id}/events`, operationId: 'followBackup', request: { params: backupPath }, ok: { 200: eventStream('backup') }, errors: NOT_FOUND });

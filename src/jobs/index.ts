@@ -4,7 +4,7 @@ import type pg from 'pg';
 import type { Config } from '../config';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { FINAL_STATUSES, type BackupObject, type JobError, type Progress, type RestoreObject } from '../core/jobs';
-import { keyIdOf, openSealedKeySource, sealKeySource, type KeySource } from '../crypto';
+import { encryptionFor, openSealedKeySource, parseRecipient, recipientsOf, sealKeySource, type KeySource } from '../crypto';
 import type { Actor } from '../db/backup-log';
 import * as catalog from '../db/catalog';
 import { jobLockKey, LOCKS } from '../db/locks';
@@ -13,7 +13,7 @@ import { createPool } from '../db/pool';
 import type { Logger } from '../log';
 import { authorizeJobRun } from '../pipeline/policy';
 import type { OpenedArchive } from '../pipeline/open-archive';
-import { archiveObjectName, openStoredArchive, readBackupRecord, recordObjectName, restoreStoredBackup, takeStoredBackup } from '../pipeline/stored';
+import { archiveObjectName, checkStoredKey, openStoredArchive, readBackupRecord, recordObjectName, restoreStoredBackup, takeStoredBackup } from '../pipeline/stored';
 import type { BackupStore } from '../storage/backup-store';
 import { LocalStore } from '../storage/stores/local';
 
@@ -39,6 +39,8 @@ interface JobData {
   kind: 'backup' | 'restore';
   id: string;
   sealed?: string;
+  /** Recipients are public: a job sealing to them runs in any coffer process, whatever its BACKUP_KEY. */
+  recipients?: string[];
 }
 
 export interface Requester {
@@ -70,6 +72,11 @@ const STOPPED: JobError = { code: 'E_INTERRUPTED', message: 'the coffer process 
 function jobError(err: unknown): JobError {
   if (isCofferError(err)) return { code: err.code, message: err.message };
   return { code: 'E_INTERNAL', message: errorMessage(err) };
+}
+
+/** The catalog's encryption columns for a backup sealed with `key`. */
+function encryptionColumns(key: KeySource | undefined): { encryption: ReturnType<typeof encryptionFor>; recipients: string[] } {
+  return { encryption: encryptionFor(key), recipients: recipientsOf(key) };
 }
 
 function defaultName(prefix: string, at = new Date()): string {
@@ -225,7 +232,9 @@ export class Jobs {
 
   private async run(queueId: string, data: JobData): Promise<void> {
     try {
-      const key = data.sealed ? openSealedKeySource(this.sealSecret, data.sealed) : undefined;
+      const key = data.recipients
+        ? { kind: 'recipients' as const, recipients: data.recipients.map((r) => parseRecipient(r, 'queued job')) }
+        : data.sealed ? openSealedKeySource(this.sealSecret, data.sealed) : undefined;
       await this.withJobLock(data.id, () => (data.kind === 'backup' ? this.runBackup(data.id, key) : this.runRestore(data.id, key)));
     } catch (err) {
       // Only failures before the job could record its own outcome land here.
@@ -269,7 +278,7 @@ export class Jobs {
 
   private async runBackup(id: string, key: KeySource | undefined): Promise<void> {
     const row = await catalog.getBackup(this.ops, id);
-    if (!row || !(await catalog.startBackupRow(this.ops, id, archiveObjectName(id, row.encrypted)))) return; // canceled while queued
+    if (!row || !(await catalog.startBackupRow(this.ops, id, archiveObjectName(id, row.encryption)))) return; // canceled while queued
     await this.backupInto(row, key);
   }
 
@@ -334,7 +343,9 @@ export class Jobs {
       archive = await openStoredArchive(this.store, source.object, key);
       const actor = row.created_by ? { id: row.created_by_id ?? undefined, username: row.created_by } : undefined;
       if (row.safety_backup) {
-        // Taken inside this job (the queue runs one job at a time): encrypted like the backup restored.
+        // Taken inside this job (the queue runs one job at a time): encrypted like the backup restored,
+        // an age backup to the recipients of the identities that opened it.
+        const sealWith: KeySource | undefined = key?.kind === 'identities' ? { kind: 'recipients', recipients: key.identities.map((i) => i.recipient) } : key;
         safetyId = randomUUID();
         const safety = await catalog.insertBackup(this.ops, {
           id: safetyId,
@@ -344,14 +355,14 @@ export class Jobs {
           createdBy: row.created_by,
           createdById: row.created_by_id === null ? null : Number(row.created_by_id),
           via: row.via,
-          encrypted: key !== undefined,
+          ...encryptionColumns(sealWith),
           correlationId: row.correlation_id,
           progress: queuedProgress(),
         });
-        await catalog.startBackupRow(this.ops, safetyId, archiveObjectName(safetyId, key !== undefined));
+        await catalog.startBackupRow(this.ops, safetyId, archiveObjectName(safetyId, encryptionFor(sealWith)));
         await catalog.restoreProgress(this.ops, id, undefined, safetyId);
         progress.update({ phase: 'safety-backup', percent: 0, rows: 0, bytes: 0, eta_s: null });
-        const done = await this.withJobLock(safetyId, () => this.backupInto(safety, key));
+        const done = await this.withJobLock(safetyId, () => this.backupInto(safety, sealWith));
         if (done.status !== 'finished') {
           throw new CofferError('E_JOB_FAILED', `the safety backup ${safetyId} did not finish (${done.error?.message ?? done.status}), so nothing was restored`);
         }
@@ -473,11 +484,11 @@ export class Jobs {
       createdBy: req.username,
       createdById: req.userId === null ? null : Number(req.userId),
       via: req.via,
-      encrypted: req.encryption !== undefined,
+      ...encryptionColumns(req.encryption),
       correlationId: req.correlationId ?? null,
       progress: queuedProgress(),
     });
-    await this.enqueue({ kind: 'backup', id, sealed: req.encryption ? sealKeySource(this.sealSecret, req.encryption) : undefined }, () =>
+    await this.enqueue({ kind: 'backup', id, ...this.keyData(req.encryption) }, () =>
       catalog.endBackupRow(this.ops, id, 'failed', { code: 'E_INTERNAL', message: 'could not queue the job' }),
     );
     return catalog.backupObject(row);
@@ -485,10 +496,15 @@ export class Jobs {
 
   async createRestore(req: CreateRestoreRequest): Promise<RestoreObject> {
     const backup = this.requireFinished(await this.getBackupRow(req.backupId), 'restored');
-    if (backup.encrypted && !req.key) throw new CofferError('E_CRYPT_KEY_REQUIRED', `stored backup ${backup.id} is encrypted: give aes_key or passphrase`);
-    // A raw key is checked now (its id is the archive's); a passphrase needs argon2, so the job checks it.
-    if (backup.key_id && req.key?.kind === 'raw' && keyIdOf(req.key.key).toString('hex') !== backup.key_id) {
-      throw new CofferError('E_CRYPT_KEY_MISMATCH', `this key (id ${keyIdOf(req.key.key).toString('hex')}) is not the key of stored backup ${backup.id} (key id ${backup.key_id})`);
+    if (backup.encryption !== 'none' && !req.key) {
+      throw new CofferError('E_CRYPT_KEY_REQUIRED', `stored backup ${backup.id} is ${backup.encryption === 'age' ? `sealed to age recipients: give identities` : 'encrypted: give aes_key or passphrase'}`);
+    }
+    // A raw key or an identity is checked now against the archive's header; a passphrase needs
+    // argon2, so the job checks it.
+    if (req.key && req.key.kind !== 'passphrase' && backup.encryption !== 'none') {
+      await checkStoredKey(this.store, backup.object!, req.key).catch((err: unknown) => {
+        throw isCofferError(err) ? new CofferError(err.code, `stored backup ${backup.id}: ${err.message}`) : err;
+      });
     }
     const id = randomUUID();
     const row = await catalog.insertRestore(this.ops, {
@@ -501,10 +517,17 @@ export class Jobs {
       correlationId: req.correlationId ?? null,
       progress: queuedProgress(),
     });
-    await this.enqueue({ kind: 'restore', id, sealed: req.key ? sealKeySource(this.sealSecret, req.key) : undefined }, () =>
+    await this.enqueue({ kind: 'restore', id, ...this.keyData(req.key) }, () =>
       catalog.endRestoreRow(this.ops, id, 'failed', { code: 'E_INTERNAL', message: 'could not queue the job' }),
     );
     return catalog.restoreObject(row);
+  }
+
+  /** How a job's key travels in its queue entry: recipients as they are, secrets sealed. */
+  private keyData(key: KeySource | undefined): Pick<JobData, 'sealed' | 'recipients'> {
+    if (key === undefined) return {};
+    if (key.kind === 'recipients') return { recipients: recipientsOf(key) };
+    return { sealed: sealKeySource(this.sealSecret, key) };
   }
 
   private async enqueue(data: JobData, undo: () => Promise<unknown>): Promise<void> {

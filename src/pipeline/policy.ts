@@ -4,7 +4,7 @@ import { BACKUP_KEY_FAILURES, clearFailures, countAttempt } from '../accounts/ra
 import type { User } from '../accounts/users';
 import type { Config } from '../config';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
-import { parseAesKey, type KeySource } from '../crypto';
+import { parseAesKey, parseIdentity, parseRecipient, uniqueRecipients, type KeySource } from '../crypto';
 import { validatePassphrase } from '../crypto/passphrase-policy';
 import { writeBackupLog, type Actor } from '../db/backup-log';
 import type { Logger } from '../log';
@@ -73,23 +73,41 @@ export async function authorizeBackupAction(req: PolicyRequest): Promise<Actor> 
   return actor;
 }
 
-/** The encryption a request asks for: a raw AES key (hex/base64) or a passphrase, never both. */
-export function keySourceFrom(input: { aes_key?: string; passphrase?: string }): KeySource | undefined {
-  if (input.aes_key !== undefined && input.passphrase !== undefined) {
-    throw new CofferError('E_VALIDATION', 'give either aes_key or passphrase, not both');
-  }
+/** The key fields of a request body (which of them a body has depends on whether it seals or opens). */
+export interface KeyInput {
+  aes_key?: string;
+  passphrase?: string;
+  recipients?: string[];
+  identities?: string[];
+}
+
+/**
+ * The key a request gives: a raw AES key (hex/base64), a passphrase, age recipients (sealing) or age
+ * identities (opening), one kind only. A backup given none is sealed to the configured recipients
+ * (BACKUP_RECIPIENTS) when there are any, so the service never needs a secret that reads its backups.
+ */
+export function keySourceFrom(input: KeyInput, use: 'seal' | 'open', config: Pick<Config, 'backupRecipients'>): KeySource | undefined {
+  const given = (['aes_key', 'passphrase', 'recipients', 'identities'] as const).filter((f) => input[f] !== undefined);
+  if (given.length > 1) throw new CofferError('E_VALIDATION', `give only one of ${given.join(', ')}`);
   if (input.aes_key !== undefined) return { kind: 'raw', key: parseAesKey(input.aes_key) };
   if (input.passphrase !== undefined) {
     validatePassphrase(input.passphrase);
     return { kind: 'passphrase', passphrase: input.passphrase };
   }
+  if (input.recipients !== undefined) {
+    return { kind: 'recipients', recipients: uniqueRecipients(input.recipients.map((r, i) => parseRecipient(r, `recipients[${i}]`))) };
+  }
+  if (input.identities !== undefined) {
+    return { kind: 'identities', identities: input.identities.map((r, i) => parseIdentity(r, `identities[${i}]`)) };
+  }
+  if (use === 'seal' && config.backupRecipients.length > 0) return { kind: 'recipients', recipients: config.backupRecipients };
   return undefined;
 }
 
 /** As keySourceFrom, but a bad key is audited as a denial like the other refusals. */
-export async function keySourceOrDeny(req: PolicyRequest, actor: Actor, input: { aes_key?: string; passphrase?: string }): Promise<KeySource | undefined> {
+export async function keySourceOrDeny(req: PolicyRequest, actor: Actor, input: KeyInput, use: 'seal' | 'open'): Promise<KeySource | undefined> {
   try {
-    return keySourceFrom(input);
+    return keySourceFrom(input, use, req.config);
   } catch (err) {
     if (isCofferError(err)) {
       await writeBackupLog(req.pool, 'backup_denied', actor, { via: req.via, action: req.action, code: err.code, reason: err.message }).catch(() => undefined);

@@ -3,18 +3,20 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { backupRecordSchema, type BackupRecord, type Progress } from '../core/jobs';
-import { HEADER_SIZE, isCofferEncrypted, parseHeaderFields, type KeySource } from '../crypto';
+import { encryptionFor, recipientsOf, HEADER_SIZE, isCofferEncrypted, openEnvelope, parseHeaderFields, type KeySource } from '../crypto';
+import type { Encryption } from '../core/types';
 import type { Actor } from '../db/backup-log';
 import type { Logger } from '../log';
 import { putBuffer, readObject, storeError, type BackupStore } from '../storage/backup-store';
 import { startBackup } from './backup';
+import { archiveExtension } from './names';
 import { openArchive, type OpenedArchive } from './open-archive';
 import { BackupProgressMeter, estimateBackup, RestoreProgressMeter } from './progress';
 import { restoreArchive, type RestoreSummary } from './restore';
 
 /** Store object names of a stored backup: the archive and its record. */
-export function archiveObjectName(id: string, encrypted: boolean): string {
-  return `${id}.zip${encrypted ? '.crypt' : ''}`;
+export function archiveObjectName(id: string, encryption: Encryption): string {
+  return `${id}${archiveExtension(encryption)}`;
 }
 export function recordObjectName(id: string): string {
   return `${id}.json`;
@@ -46,7 +48,8 @@ export async function takeStoredBackup(req: StoredBackupRequest): Promise<Backup
   const startedAt = new Date();
   const estimate = await estimateBackup(req.pool, req.dataDir);
   const meter = new BackupProgressMeter(estimate);
-  const object = archiveObjectName(req.id, req.encryption !== undefined);
+  const encryption = encryptionFor(req.encryption);
+  const object = archiveObjectName(req.id, encryption);
   const pending = await req.store.put(object);
   let committed = false;
   try {
@@ -101,7 +104,9 @@ export async function takeStoredBackup(req: StoredBackupRequest): Promise<Backup
       size,
       sha256: result.sha256,
       encrypted: result.encrypted,
+      encryption,
       key_id: keyId,
+      recipients: recipientsOf(req.encryption),
       correlation_id: req.correlationId,
       summary: {
         tables: m.tables.length,
@@ -151,6 +156,20 @@ export async function readBackupRecord(store: BackupStore, name: string): Promis
   const r = backupRecordSchema.safeParse(parsed);
   if (!r.success) throw new CofferError('E_STORE', `${name} in ${store.location} is not a backup record: ${r.error.issues[0].path.join('.')}: ${r.error.issues[0].message}`);
   return r.data;
+}
+
+/**
+ * Checks that `key` opens a stored archive's header (the key id of a raw key, an age identity against
+ * the stanzas), reading only the start of the object: a wrong key is refused before a job is queued.
+ */
+export async function checkStoredKey(store: BackupStore, object: string, key: KeySource): Promise<void> {
+  const source = await store.open(object);
+  try {
+    const prefix = await source.read(0, Math.min(source.size, 16 * 1024));
+    await openEnvelope(prefix, prefix.length >= source.size, key);
+  } finally {
+    await source.close();
+  }
 }
 
 /** Opens a stored archive (checking its key, its header and its manifest) without changing anything. */

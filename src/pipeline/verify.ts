@@ -1,3 +1,4 @@
+import type { Encryption } from '../core/types';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { UPLOAD_FOLDERS } from '../archive';
@@ -22,7 +23,10 @@ export interface VerifiedTable {
 export interface VerifyReport {
   ok: boolean;
   encrypted: boolean;
+  encryption: Encryption;
   keyId?: string;
+  /** age: how many recipients the archive is sealed to. */
+  recipients?: number;
   format: number;
   appVersion: string;
   postgres: string;
@@ -111,7 +115,9 @@ export async function verifyArchive(archive: OpenedArchive, onEntry?: (name: str
   return {
     ok: problems.length === 0,
     encrypted: archive.encrypted,
+    encryption: archive.encryption,
     keyId: archive.keyId,
+    recipients: archive.recipients,
     format: m.format,
     appVersion: m.app.version,
     postgres: m.postgres.server_version,

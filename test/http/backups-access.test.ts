@@ -145,7 +145,7 @@ describe('stored backups: the permission matrix', () => {
     const post = (p: string, body: unknown) => fetch(`${app.url}${p}`, { method: 'POST', headers: h, body: JSON.stringify(body) });
     const both = await post('/api/v1/backups', { key: TEST_BACKUP_KEY, aes_key: '00'.repeat(32), passphrase: 'a long passphrase here' });
     expect(both.status).toBe(400);
-    expect(((await both.json()) as { message: string }).message).toContain('either aes_key or passphrase');
+    expect(((await both.json()) as { message: string }).message).toContain('give only one of aes_key, passphrase');
     const typo = await post('/api/v1/backups', { key: TEST_BACKUP_KEY, nmae: 'x' });
     expect(typo.status).toBe(400);
     expect(((await typo.json()) as { message: string }).message).toContain('nmae');

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
 import { CofferError } from '../../core/errors';
 import { DEFAULT_COMPRESSION_LEVEL, startBackup, type BackupProgress } from '../../pipeline/backup';
+import { encryptionFor } from '../../crypto';
 import { archiveFileName } from '../../pipeline/names';
 import { createAtomicFile } from '../../core/atomic-file';
 import { resolveDatabaseUrl, withDatabaseUrlOptions, type DatabaseUrlOptions } from '../database-url';
@@ -27,8 +28,8 @@ function describeProgress(p: BackupProgress, startedAt: number, expected?: numbe
 }
 
 export function registerBackup(program: Command): void {
-  withDatabaseUrlOptions(withKeyOptions(program.command('backup')), 'database to back up')
-    .description('write a backup archive (zip, or .zip.crypt when a key is given) directly from the database')
+  withDatabaseUrlOptions(withKeyOptions(program.command('backup'), 'seal'), 'database to back up')
+    .description('write a backup archive (zip; .zip.crypt with a key or passphrase, .zip.age sealed to age recipients) directly from the database')
     .option('-o, --output <file>', "archive file, or '-' for standard output (default: backup-<UTC time>.zip in the current folder)")
     .option('--compression-level <n>', `deflate level 0-9 for what is not already compressed (default ${DEFAULT_COMPRESSION_LEVEL}: fast)`)
     .action(async (opts: BackupOptions) => {
@@ -42,8 +43,8 @@ export function registerBackup(program: Command): void {
       if (toStdout && process.stdout.isTTY) {
         throw new CofferError('E_USAGE', 'refusing to write a binary archive to a terminal; redirect standard output or use -o FILE');
       }
-      const encryption = await resolveKeySource(opts, rt.config, { confirm: true });
-      const target = opts.output && !toStdout ? opts.output : archiveFileName(new Date(), !!encryption);
+      const encryption = await resolveKeySource(opts, rt.config, { use: 'seal', confirm: true });
+      const target = opts.output && !toStdout ? opts.output : archiveFileName(new Date(), encryptionFor(encryption));
       // Created first: a refused output file (an existing FILE.partial) stops the command before it starts a backup.
       const file = toStdout ? undefined : createAtomicFile(target);
       let committed = false;
@@ -84,7 +85,7 @@ export function registerBackup(program: Command): void {
             progress.done();
             process.stderr.write(
               `backup ${toStdout ? 'written to standard output' : `written to ${target}`}: ${formatBytes(result.bytes)}, ${m.tables.length} tables, ${rows} rows, ${files} files` +
-                `${m.file_errors.length ? `, ${m.file_errors.length} unreadable files (see manifest file_errors)` : ''}, ${formatDuration(result.durationMs / 1000)}${result.encrypted ? ', encrypted' : ''}\n` +
+                `${m.file_errors.length ? `, ${m.file_errors.length} unreadable files (see manifest file_errors)` : ''}, ${formatDuration(result.durationMs / 1000)}${encryption?.kind === 'recipients' ? `, sealed to ${encryption.recipients.length} age recipient${encryption.recipients.length === 1 ? '' : 's'}` : result.encrypted ? ', encrypted' : ''}\n` +
                 `sha256 ${result.sha256}\n`,
             );
           },

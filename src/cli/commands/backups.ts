@@ -72,7 +72,8 @@ function requester(rt: Runtime): Requester {
  */
 async function mustRunHere(s: Session, key: KeySource | undefined): Promise<boolean> {
   if (!(await s.jobs.workerIsUp())) return true;
-  if (key && !s.rt.config.backupKey) {
+  // Recipients travel in the clear (they are public keys); any other key is sealed with BACKUP_KEY.
+  if (key && key.kind !== 'recipients' && !s.rt.config.backupKey) {
     throw new CofferError(
       'E_CONFIG',
       'a coffer service runs the jobs on this database, and it can open the key given here only if BACKUP_KEY is set to the same value as the service: set BACKUP_KEY',
@@ -159,7 +160,7 @@ function describeBackup(b: BackupObject): string[] {
     ['finished', b.finished_at],
     ['size', b.size === null ? null : `${formatBytes(b.size)} (${b.size} bytes)`],
     ['sha256', b.sha256],
-    ['encrypted', b.encrypted ? `yes${b.key_id ? `, key id ${b.key_id}` : ''}` : 'no'],
+    ['encrypted', b.encryption === 'age' ? `age, sealed to ${b.recipients.join(', ')}` : b.encrypted ? `yes${b.key_id ? `, key id ${b.key_id}` : ''}` : 'no'],
     ['contents', b.tables === null ? null : contentsOf(b)],
     ['progress', b.status === 'running' && b.progress ? `${b.progress.phase} ${Math.round(b.progress.percent)}%` : null],
     ['error', b.error ? `${b.error.message} [${b.error.code}]` : null],
@@ -177,20 +178,20 @@ function registerList(backups: Command): void {
         const list = await jobs.listBackups();
         if (opts.json) return printJson({ backups: list });
         if (list.length === 0) return print(`no stored backups in ${jobs.store.location}`);
-        const rows = list.map((b) => [b.id, b.name, b.status, b.created_at, sizeOf(b), b.encrypted ? 'yes' : 'no']);
+        const rows = list.map((b) => [b.id, b.name, b.status, b.created_at, sizeOf(b), b.encryption === 'age' ? 'age' : b.encrypted ? 'yes' : 'no']);
         for (const line of table(['ID', 'NAME', 'STATUS', 'CREATED_AT', 'SIZE', 'ENCRYPTED'], rows)) print(line);
       });
     });
 }
 
 function registerCreate(backups: Command): void {
-  withDatabaseUrlOptions(withKeyOptions(backups.command('create')), 'database to back up')
-    .description('take a stored backup (into BACKUP_DIR); encrypted when a key is given')
+  withDatabaseUrlOptions(withKeyOptions(backups.command('create'), 'seal'), 'database to back up')
+    .description('take a stored backup (into BACKUP_DIR); encrypted when a key is given, sealed to BACKUP_RECIPIENTS when set')
     .option('--name <name>', 'name of the backup (default backup-<UTC time>)')
     .option('--wait', 'when the service runs the job: follow it until it ends (without a service, the command always runs it and waits)')
     .action(async (opts: CreateOptions) => {
       const rt = runtime({ quietByDefault: true });
-      const encryption = await resolveKeySource(opts, rt.config, { confirm: true });
+      const encryption = await resolveKeySource(opts, rt.config, { use: 'seal', confirm: true });
       await withJobs(
         opts,
         async (s) => {
@@ -199,7 +200,7 @@ function registerCreate(backups: Command): void {
           if (!runHere && !opts.wait) return print(queued.id);
           const b = await followJob(s, 'backup', queued.id, runHere);
           throwUnlessFinished(b, `backup ${b.id}`);
-          print(`backup ${b.id} (${b.name}) finished: ${sizeOf(b)}, ${contentsOf(b)}${b.encrypted ? ', encrypted' : ''}`);
+          print(`backup ${b.id} (${b.name}) finished: ${sizeOf(b)}, ${contentsOf(b)}${b.encryption === 'age' ? `, sealed to ${b.recipients.length} age recipient(s)` : b.encrypted ? ', encrypted' : ''}`);
           print(`sha256 ${b.sha256}`);
         },
         rt,
@@ -225,7 +226,7 @@ function registerDownload(backups: Command): void {
   withDatabaseUrlOptions(backups.command('download'), 'database of the service')
     .description('write a stored backup archive to a file, checked against its sha256')
     .argument('<id>', 'backup id')
-    .option('-o, --output <file>', "file, or '-' for standard output (default: <id>.zip or <id>.zip.crypt in the current folder)")
+    .option('-o, --output <file>', "file, or '-' for standard output (default: <id>.zip, <id>.zip.crypt or <id>.zip.age in the current folder)")
     .action(async (id: string, opts: DownloadOptions) => {
       const toStdout = opts.output === '-';
       if (toStdout && process.stdout.isTTY) {
@@ -234,7 +235,7 @@ function registerDownload(backups: Command): void {
       await withJobs(opts, async ({ jobs }) => {
         const { backup, object, source } = await jobs.openDownload(id);
         try {
-          const target = toStdout ? 'standard output' : (opts.output ?? archiveObjectName(backup.id, backup.encrypted));
+          const target = toStdout ? 'standard output' : (opts.output ?? archiveObjectName(backup.id, backup.encryption));
           const file = toStdout ? undefined : createAtomicFile(target);
           let committed = false;
           try {
@@ -278,7 +279,7 @@ function registerDelete(backups: Command): void {
 }
 
 function registerRestoreFrom(backups: Command): void {
-  withDatabaseUrlOptions(withKeyOptions(backups.command('restore')), 'database to replace')
+  withDatabaseUrlOptions(withKeyOptions(backups.command('restore'), 'open'), 'database to replace')
     .description('replace the database and upload folders with a stored backup, all or nothing; first takes a safety backup')
     .argument('<id>', 'backup id')
     .option('--no-safety-backup', 'do not first take a stored backup (pre-restore-<time>) of what is replaced')
@@ -286,7 +287,7 @@ function registerRestoreFrom(backups: Command): void {
     .option('--wait', 'when the service runs the job: follow it until it ends (without a service, the command always runs it and waits)')
     .action(async (id: string, opts: RestoreOptions) => {
       const rt = runtime({ quietByDefault: true });
-      const key = await resolveKeySource(opts, rt.config);
+      const key = await resolveKeySource(opts, rt.config, { use: 'open' });
       await withJobs(
         opts,
         async (s) => {

@@ -63,7 +63,7 @@ function describeProgress(p: RestoreProgress, startedAt: number): string {
 }
 
 export function registerRestore(program: Command): void {
-  withDatabaseUrlOptions(withKeyOptions(program.command('restore')), 'database to replace')
+  withDatabaseUrlOptions(withKeyOptions(program.command('restore'), 'open'), 'database to replace')
     .description('replace the database and upload folders with an archive, all or nothing')
     .argument('[file]', "archive (.zip or .zip.crypt), or '-' for standard input")
     .option('--skip-files', 'restore only the database')
@@ -75,7 +75,7 @@ export function registerRestore(program: Command): void {
       const rt = runtime({ quietByDefault: true });
       const databaseUrl = resolveDatabaseUrl(opts);
       const fromStdin = file === undefined || file === '-';
-      const key = await resolveKeySource(opts, rt.config, { stdinBusy: fromStdin });
+      const key = await resolveKeySource(opts, rt.config, { use: 'open', stdinBusy: fromStdin });
       await withArchiveFile(rt, file, async (archivePath, label) => {
         const archive = await openArchive(archivePath, key);
         try {

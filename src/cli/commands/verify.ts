@@ -8,19 +8,20 @@ import { print, runtime } from '../runtime';
 import { withArchiveFile } from './restore';
 
 export function registerVerify(program: Command): void {
-  withKeyOptions(program.command('verify'))
+  withKeyOptions(program.command('verify'), 'open')
     .description('check that an archive is complete and restorable, without writing anything')
     .argument('[file]', "archive (.zip or .zip.crypt), or '-' for standard input")
     .action(async (file: string | undefined, opts: KeyOptions) => {
       const rt = runtime({ quietByDefault: true });
-      const key = await resolveKeySource(opts, rt.config, { stdinBusy: file === undefined || file === '-' });
+      const key = await resolveKeySource(opts, rt.config, { use: 'open', stdinBusy: file === undefined || file === '-' });
       await withArchiveFile(rt, file, async (archivePath, label) => {
         const archive = await openArchive(archivePath, key);
         const progress = new ProgressLine();
         try {
           const r = await verifyArchive(archive, (name) => progress.update(`verify: ${name}`));
           progress.done();
-          print(`archive     ${label}${r.encrypted ? ` (encrypted, key id ${r.keyId})` : ''}`);
+          const how = r.encryption === 'age' ? ` (age, sealed to ${r.recipients} recipient${r.recipients === 1 ? '' : 's'})` : r.encrypted ? ` (encrypted, key id ${r.keyId})` : '';
+          print(`archive     ${label}${how}`);
           print(`format      ${r.format}, made by coffer ${r.appVersion} on PostgreSQL ${r.postgres} at ${r.createdAt}`);
           print(`migrations  ${r.migrations.join(', ')}${r.unknownMigrations.length ? `  (unknown to this build: ${r.unknownMigrations.join(', ')})` : ''}`);
           print('');

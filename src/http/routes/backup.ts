@@ -3,21 +3,38 @@ import { pipeline } from 'node:stream';
 import { z } from 'zod';
 import { CofferError, errorMessage } from '../../core/errors';
 import { parseInput } from '../../domain/input';
+import { encryptionFor } from '../../crypto';
 import { startBackup } from '../../pipeline/backup';
 import { authorizeBackupAction, keySourceOrDeny, type PolicyRequest } from '../../pipeline/policy';
 import { archiveFileName } from '../../pipeline/names';
 import { requireUser } from '../auth';
 import type { AppContext } from '../context';
 
+const ageKeyList = (what: string) => z.array(z.string().max(200)).min(1, `give at least one ${what}`).max(100);
+
 /** BACKUP_KEY and the archive key, the same on every endpoint that takes them. */
-export const backupKeyFields = {
+const backupKeyFields = {
   key: z.string({ error: 'key is required' }).max(4096).describe('BACKUP_KEY'),
   aes_key: z.string().max(1024).optional().describe('raw 256-bit key, hex or base64: encrypts (backup) or decrypts (restore) with format v1'),
   passphrase: z.string().max(4096).optional().describe('passphrase (argon2id), instead of aes_key'),
 };
 
+/** The key fields of bodies that write an archive: format v1 keys or age recipients. */
+export const sealKeyFields = {
+  ...backupKeyFields,
+  recipients: ageKeyList('recipient')
+    .optional()
+    .describe('age recipients (age1…): the archive is an age file any one of their identities opens; without any key field, BACKUP_RECIPIENTS when set'),
+};
+
+/** The key fields of bodies that read an archive: format v1 keys or age identities. */
+export const openKeyFields = {
+  ...backupKeyFields,
+  identities: ageKeyList('identity').optional().describe('age identities (AGE-SECRET-KEY-1…) to open an archive sealed to recipients'),
+};
+
 /** The streaming endpoint's body: it validates, and it is the OpenAPI document's. */
-export const backupInput = z.object({ ...backupKeyFields, check: z.boolean().optional() });
+export const backupInput = z.object({ ...sealKeyFields, check: z.boolean().optional() });
 
 export function requireJson(req: Request): void {
   if (!req.is('application/json')) throw new CofferError('E_UNSUPPORTED_MEDIA_TYPE', 'send the request body as JSON with Content-Type: application/json');
@@ -42,7 +59,7 @@ export function backupRoutes(ctx: AppContext): Router {
       },
     };
     const actor = await authorizeBackupAction(policy);
-    const encryption = await keySourceOrDeny(policy, actor, input);
+    const encryption = await keySourceOrDeny(policy, actor, input, 'seal');
     if (input.check) {
       res.status(200).end();
       return;
@@ -51,7 +68,7 @@ export function backupRoutes(ctx: AppContext): Router {
     const backup = await startBackup({ pool: ctx.pool, dataDir: ctx.config.dataDir, log: req.log, actor, via: 'http', encryption });
     res.status(200);
     res.setHeader('Content-Type', encryption ? 'application/octet-stream' : 'application/zip');
-    res.setHeader('Content-Disposition', `attachment; filename="${archiveFileName(new Date(), !!encryption)}"`);
+    res.setHeader('Content-Disposition', `attachment; filename="${archiveFileName(new Date(), encryptionFor(encryption))}"`);
     res.setHeader('Cache-Control', 'no-store');
     res.setHeader('X-Content-Type-Options', 'nosniff');
     // pipeline destroys the response on a producer error (the client sees a cut connection, never a

@@ -7,19 +7,17 @@ import { BACKUP_STATUSES, backupObjectSchema, FINAL_STATUSES, restoreObjectSchem
 import { parseInput, text } from '../../domain/input';
 import type { Jobs } from '../../jobs';
 import type { BackupStore } from '../../storage/backup-store';
-import { authorizeBackupAction, keySourceOrDeny, type BackupAction, type PolicyRequest } from '../../pipeline/policy';
+import { authorizeBackupAction, keySourceOrDeny, type BackupAction, type KeyInput, type PolicyRequest } from '../../pipeline/policy';
+import { archiveExtension } from '../../pipeline/names';
 import { requireUser } from '../auth';
 import type { AppContext } from '../context';
-import { backupKeyFields, requireJson } from './backup';
+import { openKeyFields, requireJson, sealKeyFields } from './backup';
 
 /** Request bodies and queries of the stored-backup endpoints: they validate, and they are the OpenAPI. */
-const keyFields = {
-  ...backupKeyFields,
-  correlation_id: text(200).optional().describe('any text of the caller, echoed in the job object'),
-};
-export const createBackupBody = z.object({ ...keyFields, name: text(200).optional().describe('default backup-<time>') }).strict();
+const correlationField = { correlation_id: text(200).optional().describe('any text of the caller, echoed in the job object') };
+export const createBackupBody = z.object({ ...sealKeyFields, ...correlationField, name: text(200).optional().describe('default backup-<time>') }).strict();
 export const restoreBody = z
-  .object({ ...keyFields, safety_backup: z.boolean().optional().describe('first take a stored backup named pre-restore-<time> (default true)') })
+  .object({ ...openKeyFields, ...correlationField, safety_backup: z.boolean().optional().describe('first take a stored backup named pre-restore-<time> (default true)') })
   .strict();
 export const listBackupsQuery = z.object({ status: z.enum(BACKUP_STATUSES).optional() }).strict();
 export const BACKUP_KEY_HEADER = 'x-backup-key';
@@ -39,7 +37,7 @@ function policyFor(ctx: AppContext, req: Request, action: BackupAction, key?: st
 }
 
 /** A POST carrying BACKUP_KEY and an archive key in its JSON body: authorized, then parsed. */
-async function authorizeKeyedPost<T extends { key: string; aes_key?: string; passphrase?: string }>(ctx: AppContext, req: Request, action: BackupAction, schema: z.ZodType<T>) {
+async function authorizeKeyedPost<T extends KeyInput & { key: string }>(ctx: AppContext, req: Request, action: BackupAction, schema: z.ZodType<T>, use: 'seal' | 'open') {
   let input!: T;
   const policy: PolicyRequest = {
     ...policyFor(ctx, req, action),
@@ -50,7 +48,7 @@ async function authorizeKeyedPost<T extends { key: string; aes_key?: string; pas
     },
   };
   const actor = await authorizeBackupAction(policy);
-  return { input, key: await keySourceOrDeny(policy, actor, input) };
+  return { input, key: await keySourceOrDeny(policy, actor, input, use) };
 }
 
 function headerKey(req: Request): string | undefined {
@@ -94,7 +92,7 @@ export function backupsRoutes(ctx: AppContext): Router {
   const r = Router();
 
   r.post('/', requireUser, async (req, res) => {
-    const { input, key: encryption } = await authorizeKeyedPost(ctx, req, 'create', createBackupBody);
+    const { input, key: encryption } = await authorizeKeyedPost(ctx, req, 'create', createBackupBody, 'seal');
     const backup = await jobs(ctx).createBackup({ ...requester(req), name: input.name, encryption, correlationId: input.correlation_id });
     res.status(202).location(`/api/v1/backups/${backup.id}`).json(backup);
   });
@@ -134,7 +132,7 @@ export function backupsRoutes(ctx: AppContext): Router {
       res.setHeader('Cache-Control', 'no-store');
       res.setHeader('X-Content-Type-Options', 'nosniff');
       res.setHeader('Content-Type', backup.encrypted ? 'application/octet-stream' : 'application/zip');
-      res.setHeader('Content-Disposition', `attachment; filename="${backup.id}.zip${backup.encrypted ? '.crypt' : ''}"`);
+      res.setHeader('Content-Disposition', `attachment; filename="${backup.id}${archiveExtension(backup.encryption)}"`);
       if (req.headers['if-none-match'] === etag) {
         res.status(304).end();
         return;
@@ -178,7 +176,7 @@ export function backupsRoutes(ctx: AppContext): Router {
   });
 
   r.post('/:id/restore', requireUser, async (req, res) => {
-    const { input, key } = await authorizeKeyedPost(ctx, req, 'restore', restoreBody);
+    const { input, key } = await authorizeKeyedPost(ctx, req, 'restore', restoreBody, 'open');
     const restore = await jobs(ctx).createRestore({
       ...requester(req),
       backupId: String(req.params.id),
