@@ -29,6 +29,7 @@ const OPS: Op[] = [
   { name: 'create', method: 'POST', path: () => '/api/v1/backups', keyed: true, body: { name: 'm' }, ok: 202 },
   { name: 'list', method: 'GET', path: () => '/api/v1/backups', keyed: false, ok: 200 },
   { name: 'directory', method: 'GET', path: () => '/api/v1/backups/directory', keyed: false, ok: 200 },
+  { name: 'backup policy', method: 'GET', path: () => '/api/v1/backup-policy', keyed: false, ok: 200 },
   { name: 'show', method: 'GET', path: (i) => `/api/v1/backups/${i.backup}`, keyed: false, ok: 200 },
   { name: 'events', method: 'GET', path: (i) => `/api/v1/backups/${i.backup}/events`, keyed: false, ok: 200 },
   { name: 'download', method: 'GET', path: (i) => `/api/v1/backups/${i.backup}/download`, keyed: true, ok: 200 },
