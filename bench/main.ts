@@ -22,6 +22,7 @@ import { profileRuns } from './profile';
 import { evaluate, markdown, OPS, opsTable, storedTable, summariseOp, summariseStored, targetsTable, type OpDef, type OpId, type Results, type RunRecord } from './report';
 import { breakdown, logSize, readStatements } from './serverlog';
 import type { Service } from './service';
+import { measureCrypto } from './crypto';
 import { measureStored } from './stored';
 import { BenchError, ROOT, errorText, fmtMB, fmtSeconds, median, newestMtime, run, runOk, say } from './util';
 
@@ -149,6 +150,8 @@ class Bench {
   readonly results: Results;
   private readonly out: string;
   private readonly keyFile: string;
+  private readonly identityFile: string;
+  private recipient = '';
   private readonly noFilesDir: string;
   private source!: Fingerprint;
   private backupLogMaxId = 0;
@@ -163,6 +166,7 @@ class Bench {
     const now = new Date();
     this.out = path.join(opts.workDir, `out-scale${opts.scale}`);
     this.keyFile = path.join(this.out, 'bench.key');
+    this.identityFile = path.join(this.out, 'bench-identity.txt');
     this.noFilesDir = path.join(this.out, 'no-files');
     this.results = {
       format: 1,
@@ -276,6 +280,9 @@ class Bench {
     const [c3, a3] = this.coffer(['keygen']);
     const key = await runOk(c3, a3, { env: this.cofferEnv(this.noFilesDir) });
     fs.writeFileSync(this.keyFile, key.stdout.trim() + '\n', { mode: 0o600 });
+    fs.rmSync(this.identityFile, { force: true });
+    const [c5, a5] = this.coffer(['keygen', '--age', '-o', this.identityFile]);
+    this.recipient = (await runOk(c5, a5, { env: this.cofferEnv(this.noFilesDir) })).stdout.trim();
 
     // Fixed cost in every coffer measurement: starting Node and loading coffer's modules.
     const starts: { wall: number; rss: number }[] = [];
@@ -299,7 +306,7 @@ class Bench {
   }
 
   private archive(id: OpId): string {
-    return path.join(this.out, { backup_full: 'full.zip', backup_full_enc: 'full.zip.crypt', backup_db: 'db.zip', backup_files: 'files.zip', pg_dump: 'db.dump', tar: 'files.tar' }[id as string] ?? `${id}.out`);
+    return path.join(this.out, { backup_full: 'full.zip', backup_full_enc: 'full.zip.crypt', backup_full_age: 'full.zip.age', backup_db: 'db.zip', backup_files: 'files.zip', pg_dump: 'db.dump', tar: 'files.tar' }[id as string] ?? `${id}.out`);
   }
 
   /** Runs one measured command, records it, and keeps the server's statement log of the last run. */
@@ -342,6 +349,7 @@ class Bench {
     let env = this.cofferEnv(this.files.dir);
     if (id === 'backup_full') [cmd, args] = this.coffer(['backup', '-o', file, '--database-url', src]);
     else if (id === 'backup_full_enc') [cmd, args] = this.coffer(['backup', '-o', file, '--key-file', this.keyFile, '--database-url', src]);
+    else if (id === 'backup_full_age') [cmd, args] = this.coffer(['backup', '-o', file, '--recipient', this.recipient, '--database-url', src]);
     else if (id === 'backup_db') {
       [cmd, args] = this.coffer(['backup', '-o', file, '--database-url', src]);
       env = this.cofferEnv(this.noFilesDir);
@@ -354,7 +362,7 @@ class Bench {
 
   private async restore(id: OpId, runNo: number): Promise<void> {
     if (!this.results.ops[id]) return;
-    const from: OpId = id === 'restore_db' ? 'backup_db' : id === 'pg_restore' ? 'pg_dump' : id === 'restore_full' ? 'backup_full' : 'backup_full_enc';
+    const from: OpId = ({ restore_db: 'backup_db', pg_restore: 'pg_dump', restore_full: 'backup_full', restore_full_enc: 'backup_full_enc', restore_full_age: 'backup_full_age' } as const)[id as 'restore_db'];
     const file = this.archive(from);
     if (!fs.existsSync(file)) {
       this.results.ops[id]!.runs.push({ run: runNo, wallSeconds: 0, peakRssBytes: 0, outputBytes: 0, error: `no ${this.def(from).label} archive from this run` });
@@ -368,7 +376,7 @@ class Bench {
       let cmd: string;
       let args: string[];
       if (id === 'pg_restore') [cmd, args] = [this.tool('pg_restore'), ['--no-owner', '-j', '1', '-d', url, file]];
-      else [cmd, args] = this.coffer(['restore', file, '--yes', '--database-url', url, ...(id === 'restore_full_enc' ? ['--key-file', this.keyFile] : [])]);
+      else [cmd, args] = this.coffer(['restore', file, '--yes', '--database-url', url, ...(id === 'restore_full_enc' ? ['--key-file', this.keyFile] : id === 'restore_full_age' ? ['--identity', this.identityFile] : [])]);
       const env = id === 'pg_restore' ? { ...process.env } : this.cofferEnv(dataDir);
       const restoredSize = async () => {
         const size = await withClient(url, (c) => c.query<{ b: string }>('SELECT pg_database_size(current_database())::text AS b'));
@@ -378,7 +386,7 @@ class Bench {
       if (!record) return;
       // Fidelity: the restored database (and upload folders) must equal the source.
       const problems = compareFingerprints(this.source, await fingerprint(url, this.backupLogMaxId), this.backupLogMaxId);
-      if (id === 'restore_full' || id === 'restore_full_enc') problems.push(...(await compareFiles(dataDir, this.files.files)));
+      if (id.startsWith('restore_full')) problems.push(...(await compareFiles(dataDir, this.files.files)));
       this.results.fidelity.checks++;
       if (problems.length) {
         record.fidelity = problems;
@@ -395,14 +403,21 @@ class Bench {
   }
 
   async measureAll(): Promise<void> {
-    const backups: OpId[] = ['backup_full', 'backup_full_enc', 'backup_db', 'backup_files', 'pg_dump', 'tar'];
-    const restores: OpId[] = ['restore_db', 'pg_restore', 'restore_full', 'restore_full_enc'];
+    const backups: OpId[] = ['backup_full', 'backup_full_enc', 'backup_full_age', 'backup_db', 'backup_files', 'pg_dump', 'tar'];
+    const restores: OpId[] = ['restore_db', 'pg_restore', 'restore_full', 'restore_full_enc', 'restore_full_age'];
     for (let runNo = 1; runNo <= this.opts.runs; runNo++) {
       // Alternate the order so that a slow phase of the machine does not always hit the same operation.
       const order = <T>(list: T[]) => (runNo % 2 === 0 ? [...list].reverse() : list);
       for (const id of order(backups)) await this.backup(id, runNo);
       for (const id of order(restores)) await this.restore(id, runNo);
     }
+  }
+
+  /** Encrypt and decrypt the db+files archive with format v1 and with age. */
+  async measureCrypto(): Promise<void> {
+    const input = this.archive('backup_full');
+    if (!fs.existsSync(input)) return;
+    this.results.crypto = await measureCrypto({ input, workDir: this.out, runs: this.opts.runs, keyFile: this.keyFile, identityFile: this.identityFile, recipient: this.recipient, coffer: (args) => this.coffer(args), env: this.cofferEnv(this.noFilesDir) });
   }
 
   /** The stored-backups section, after the CLI runs: the service's job polling stays out of their statement logs. */
@@ -506,6 +521,7 @@ async function runBench(argv: string[]): Promise<number> {
   try {
     await bench.prepare();
     await bench.measureAll();
+    await bench.measureCrypto();
     if (opts.stored) await bench.measureStored();
     if (opts.profile) await bench.profile();
     const results = bench.finish();

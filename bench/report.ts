@@ -1,11 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { cryptoSection, type CryptoSection } from './crypto';
 import type { Breakdown } from './serverlog';
 import { fmtMB, fmtSeconds, max, mb, median, min, table } from './util';
 
 export type OpId =
   | 'backup_full'
   | 'backup_full_enc'
+  | 'backup_full_age'
   | 'backup_db'
   | 'backup_files'
   | 'pg_dump'
@@ -13,7 +15,8 @@ export type OpId =
   | 'restore_db'
   | 'pg_restore'
   | 'restore_full'
-  | 'restore_full_enc';
+  | 'restore_full_enc'
+  | 'restore_full_age';
 
 /** What an operation's MB/s is computed over: table data (heap + TOAST), upload bytes, or both. */
 export type Basis = 'db' | 'files' | 'all';
@@ -29,6 +32,7 @@ export interface OpDef {
 export const OPS: OpDef[] = [
   { id: 'backup_full', label: 'coffer backup (db+files)', side: 'backup', basis: 'all', coffer: true },
   { id: 'backup_full_enc', label: 'coffer backup (db+files, encrypted)', side: 'backup', basis: 'all', coffer: true },
+  { id: 'backup_full_age', label: 'coffer backup (db+files, sealed to an age recipient)', side: 'backup', basis: 'all', coffer: true },
   { id: 'backup_db', label: 'coffer backup (db only)', side: 'backup', basis: 'db', coffer: true },
   { id: 'backup_files', label: 'coffer backup (files only, empty db)', side: 'backup', basis: 'files', coffer: true },
   { id: 'pg_dump', label: 'pg_dump -Fc', side: 'backup', basis: 'db', coffer: false },
@@ -37,6 +41,7 @@ export const OPS: OpDef[] = [
   { id: 'pg_restore', label: 'pg_restore -j1 --no-owner', side: 'restore', basis: 'db', coffer: false },
   { id: 'restore_full', label: 'coffer restore (db+files)', side: 'restore', basis: 'all', coffer: true },
   { id: 'restore_full_enc', label: 'coffer restore (db+files, encrypted)', side: 'restore', basis: 'all', coffer: true },
+  { id: 'restore_full_age', label: 'coffer restore (db+files, age identity)', side: 'restore', basis: 'all', coffer: true },
 ];
 
 export interface RunRecord {
@@ -102,6 +107,8 @@ export interface Results {
   fidelity: { checks: number; failures: string[] };
   /** The stored-backups section (HTTP service); absent with --no-stored. */
   stored?: StoredSection;
+  /** Encrypt/decrypt throughput, format v1 beside age. */
+  crypto?: CryptoSection;
   /** --profile: main-thread CPU profile summaries (Markdown). */
   profile?: string[];
   notes: string[];
@@ -266,6 +273,8 @@ export function evaluate(r: Results): void {
     { name: 'coffer restore (db+files) / pg_restore -j1', value: ratio(o.restore_full, o.pg_restore, 'median'), valueAtMin: ratio(o.restore_full, o.pg_restore, 'min') },
     { name: 'coffer restore (db+files) / coffer restore (db only)', value: ratio(o.restore_full, o.restore_db, 'median'), valueAtMin: ratio(o.restore_full, o.restore_db, 'min') },
     { name: 'encrypted / plain restore (db+files)', value: ratio(o.restore_full_enc, o.restore_full, 'median'), valueAtMin: ratio(o.restore_full_enc, o.restore_full, 'min') },
+    { name: 'age-sealed / plain restore (db+files)', value: ratio(o.restore_full_age, o.restore_full, 'median'), valueAtMin: ratio(o.restore_full_age, o.restore_full, 'min') },
+    { name: 'age-sealed / plain backup (db+files)', value: ratio(o.backup_full_age, o.backup_full, 'median'), valueAtMin: ratio(o.backup_full_age, o.backup_full, 'min') },
     { name: 'coffer restore (db only) / coffer backup (db only)', value: ratio(o.restore_db, o.backup_db, 'median'), valueAtMin: ratio(o.restore_db, o.backup_db, 'min') },
     { name: 'archive size (db+files) / (pg_dump -Fc + tar) size', value: div(o.backup_full?.outputBytes, o.pg_dump?.outputBytes !== undefined && o.tar?.outputBytes !== undefined ? o.pg_dump.outputBytes + o.tar.outputBytes : undefined) },
     { name: 'encrypted / plain archive size', value: div(o.backup_full_enc?.outputBytes, o.backup_full?.outputBytes) },
@@ -380,6 +389,7 @@ export function markdown(r: Results, resultsDir: string): string {
     '',
   ];
   if (r.stored) lines.push('## Stored backups (HTTP service, same data)', '', storedSection(r.stored));
+  if (r.crypto) lines.push('## Encryption throughput: format v1 and age', '', cryptoSection(r.crypto));
   const rss = rssComparison(r, resultsDir);
   if (rss) lines.push('## Peak RSS, scale 1 vs scale 4', '', rss, '');
   const phases = phasesSection(r);
