@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { generateAgeIdentity, type AgeIdentity } from '../src/crypto';
-import { apiAs, makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from './support/app';
+import { apiAs, makeUser, startTestApp, waitFinal, TEST_BACKUP_KEY, type TestApp, type TestUser } from './support/app';
 import { fingerprint, restoreFile } from './support/archive';
 import { runCoffer, type CliRun } from './support/cli';
 import { createTestDatabase } from './support/db';
-import { seedDomain, writeUploadFiles } from './support/seed';
+import { filesBelow, seedDomain, writeUploadFiles } from './support/seed';
 
 jest.setTimeout(90_000);
 
@@ -30,14 +30,6 @@ function identityFile(identity: AgeIdentity, name: string): string {
 
 function coffer(args: string[], env: Record<string, string> = {}, input?: string | Buffer): Promise<CliRun> {
   return runCoffer(args, { env: { HOME: tmp, DATA_DIR: path.join(tmp, 'cli-data'), ...env }, input, cwd: tmp });
-}
-
-function filesBelow(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return fs
-    .readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => path.join(e.parentPath, e.name));
 }
 
 function comparable(f: Record<string, string>): Record<string, string> {
@@ -63,15 +55,6 @@ describe('sealed backups over HTTP', () => {
     writeUploadFiles(app.dataDir, 6);
   });
   afterAll(async () => app.close());
-
-  async function waitFinal(kind: 'backups' | 'restores', id: string): Promise<any> {
-    for (let i = 0; i < 600; i++) {
-      const r = await api('GET', `/api/v1/${kind}/${id}`);
-      if (['finished', 'failed', 'canceled', 'missing'].includes(r.body.status)) return r.body;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    throw new Error(`${kind} ${id} did not end`);
-  }
 
   test('GET /api/v1/backup-policy lists the configured recipients', async () => {
     const r = await api('GET', '/api/v1/backup-policy');
@@ -126,7 +109,7 @@ describe('sealed backups over HTTP', () => {
     const created = await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY, name: 'sealed' } });
     expect(created.status).toBe(202);
     expect(created.body).toMatchObject({ encryption: 'age', encrypted: true, recipients: [operator.recipient.text, auditor.recipient.text] });
-    const done = await waitFinal('backups', created.body.id);
+    const done = await waitFinal(api, 'backups', created.body.id);
     expect(done).toMatchObject({ status: 'finished', encryption: 'age', key_id: null });
     const stored = path.join(app.config.backupDir, `${done.id}.zip.age`);
     expect(fs.readFileSync(stored).subarray(0, AGE_MAGIC.length)).toEqual(AGE_MAGIC);
@@ -163,7 +146,7 @@ describe('sealed backups over HTTP', () => {
     await app.db.pool.query("UPDATE projects SET name = 'changed after the backup'");
     const restore = await api('POST', `/api/v1/backups/${done.id}/restore`, { body: { key: TEST_BACKUP_KEY, identities: [auditor.reveal()] } });
     expect(restore.status).toBe(202);
-    const finished = await waitFinal('restores', restore.body.id);
+    const finished = await waitFinal(api, 'restores', restore.body.id);
     expect(finished).toMatchObject({ status: 'finished', error: null });
     expect(comparable(await fingerprint(app.db.pool, { comparable: true }))).toEqual(before);
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from './support/app';
 import { createTestDatabase } from './support/db';
 import { fingerprint, restoreFile } from './support/archive';
-import { seedDomain, writeUploadFiles } from './support/seed';
+import { filesBelow, seedDomain, writeUploadFiles } from './support/seed';
 import { runCoffer, type CliRun } from './support/cli';
 import { keyIdOf } from '../src/crypto';
 import type { KeySource } from '../src/crypto';
@@ -18,15 +18,6 @@ const MARKER = 'Top Secret Project Name 7f3a';
 
 function coffer(args: string[], env: Record<string, string>, input?: string | Buffer): Promise<CliRun> {
   return runCoffer(args, { env: { HOME: tmp, DATA_DIR: path.join(tmp, 'cli-data'), ...env }, input, cwd: tmp });
-}
-
-/** Every file below a folder, with its size: to see what a command left behind. */
-function filesBelow(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return fs
-    .readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => path.join(e.parentPath, e.name));
 }
 
 describe('encrypted backups over HTTP', () => {

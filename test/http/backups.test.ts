@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fingerprint } from '../support/archive';
-import { apiAs, makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from '../support/app';
+import { apiAs, makeUser, startTestApp, TEST_BACKUP_KEY, waitFinal, type TestApp, type TestUser } from '../support/app';
 import { seedDomain, writeUploadFiles } from '../support/seed';
 
 jest.setTimeout(60_000);
@@ -17,15 +17,6 @@ async function state(): Promise<Record<string, string>> {
   const f = await fingerprint(app.db.pool, { comparable: true });
   delete f['table api_tokens'];
   return f;
-}
-
-async function waitFinal(kind: 'backups' | 'restores', id: string): Promise<any> {
-  for (let i = 0; i < 400; i++) {
-    const r = await api('GET', `/api/v1/${kind}/${id}`);
-    if (['finished', 'failed', 'canceled', 'missing'].includes(r.body.status)) return r.body;
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  throw new Error(`${kind} ${id} did not end`);
 }
 
 beforeAll(async () => {
@@ -44,7 +35,7 @@ describe('stored backups over HTTP', () => {
     const created = await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY, name: 'first', correlation_id: 'c-1' } });
     expect(created.status).toBe(202);
     expect(created.body).toMatchObject({ name: 'first', status: 'queued', created_by: 'sys', correlation_id: 'c-1', finished_at: null, size: null });
-    const done = await waitFinal('backups', created.body.id);
+    const done = await waitFinal(api, 'backups', created.body.id);
     expect(done).toMatchObject({ status: 'finished', error: null, encrypted: false });
     expect(done.progress).toMatchObject({ phase: 'done', percent: 100 });
     const file = path.join(app.config.backupDir, `${done.id}.zip`);
@@ -72,13 +63,13 @@ describe('stored backups over HTTP', () => {
 
   test('restore from a stored backup, then of its safety backup, gives back the database from before', async () => {
     const before = await state();
-    const b = await waitFinal('backups', (await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY } })).body.id);
+    const b = await waitFinal(api, 'backups', (await api('POST', '/api/v1/backups', { body: { key: TEST_BACKUP_KEY } })).body.id);
     await app.db.pool.query(`DELETE FROM events WHERE id % 2 = 0`);
     const changed = await state();
     expect(changed).not.toEqual(before);
     const r = await api('POST', `/api/v1/backups/${b.id}/restore`, { body: { key: TEST_BACKUP_KEY } });
     expect(r.status).toBe(202);
-    const restored = await waitFinal('restores', r.body.id);
+    const restored = await waitFinal(api, 'restores', r.body.id);
     expect(restored).toMatchObject({ status: 'finished', error: null });
     expect(restored.safety_backup_id).toEqual(expect.any(String));
     expect(await state()).toEqual(before);

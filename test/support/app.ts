@@ -103,3 +103,13 @@ export function apiAs(app: () => TestApp, user: () => TestUser) {
     return { status: res.status, body, headers: res.headers };
   };
 }
+
+/** Polls a stored backup or restore job until its status is final (at most 60 s). */
+export async function waitFinal(api: ReturnType<typeof apiAs>, kind: 'backups' | 'restores', id: string): Promise<any> {
+  for (let i = 0; i < 600; i++) {
+    const r = await api('GET', `/api/v1/${kind}/${id}`);
+    if (['finished', 'failed', 'canceled', 'missing'].includes(r.body.status)) return r.body;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`${kind} ${id} did not end`);
+}

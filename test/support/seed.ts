@@ -36,3 +36,12 @@ export function writeUploadFiles(dataDir: string, count: number): string[] {
   }
   return written;
 }
+
+/** Every file below a folder: to see what a command left behind. */
+export function filesBelow(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.join(e.parentPath, e.name));
+}
