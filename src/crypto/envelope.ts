@@ -55,6 +55,7 @@ export interface OpenedEnvelope {
  */
 export async function openEnvelope(prefix: Buffer, final: boolean, key: KeySource | undefined): Promise<{ opened: OpenedEnvelope; consumed: number } | null> {
   if (prefix.length === 0 && !final) return null;
+  if (prefix.length === 0 && key?.kind === 'identities') throw new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive is truncated: the file is empty');
   if (mayBeAge(prefix)) return openAge(prefix, final, key);
   if (prefix.length > 0 && prefix[0] !== MAGIC[0]) {
     if (key?.kind === 'identities') throw new CofferError('E_AGE_NOT_AGE', 'not an age file (it does not start with "age-encryption.org/")');

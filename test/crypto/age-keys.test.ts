@@ -247,12 +247,12 @@ describe('malformed recipients', () => {
     ['an SSH public key', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@example', /SSH keys are not supported/],
     ['a wrong checksum character', withChar(SPEC_RECIPIENT, 20, SPEC_RECIPIENT[20] === 'q' ? 'p' : 'q'), /checksum does not match/],
     ['mixed case', SPEC_RECIPIENT.slice(0, 10) + SPEC_RECIPIENT.slice(10).toUpperCase(), /mixes upper and lower case/],
-    ['another prefix', bech32Encode('agf', Buffer.alloc(32, 1)), /it starts with "agf1", not "age1"/],
+    ['another prefix', bech32Encode('agf', Buffer.alloc(32, 1)), /it does not start with "age1"/],
     ['31 bytes', bech32Encode('age', Buffer.alloc(31, 1)), /holds 31 bytes, an X25519 recipient holds 32/],
     ['a plugin recipient', bech32Encode('age1yubikey', Buffer.alloc(33, 1)), /recipient type "age1yubikey" \(a plugin or post-quantum recipient\) is not supported/],
     ['a character outside Bech32', 'age1bbbbbbbbbbbb', /character 5 is not a Bech32 character/],
     ['too short', 'age1qqqqq', /too short to hold a checksum/],
-    ['no separator', 'agezvkyg2lqzraa2', /no "1" separator/],
+    ['no separator', 'agezvkyg2lqzraa2', /it does not start with "age1"/],
   ];
 
   test.each(cases)('%s: E_AGE_RECIPIENT_INVALID naming where', (_what, text, why) => {

@@ -69,7 +69,7 @@ export function parseAgeHeader(buf: Buffer, final = false): AgeHeader | null {
   const need = (): null => {
     if (buf.length >= MAX_AGE_HEADER) throw headerError(`the header is longer than ${MAX_AGE_HEADER} bytes`);
     if (final) {
-      throw new CofferError('E_CRYPT_TRUNCATED', `encrypted archive is truncated: it ends inside the age header (after ${buf.length} bytes, at line ${lineNo + 1})`);
+      throw new CofferError('E_CRYPT_TRUNCATED', `encrypted archive is truncated: it ends inside the age header (after ${buf.length} byte${buf.length === 1 ? '' : 's'}, at line ${lineNo + 1})`);
     }
     return null;
   };

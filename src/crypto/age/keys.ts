@@ -85,6 +85,7 @@ export function parseRecipient(text: string, where: string): AgeRecipient {
   if (s.length === 0) throw bad('it is empty');
   if (s.startsWith('ssh-')) throw bad('SSH keys are not supported; give an X25519 recipient (age1…, from age-keygen or coffer keygen --age)');
   if (s.toUpperCase().startsWith('AGE-SECRET-KEY-')) throw bad('this is an identity (a secret key), not a recipient: give its public key (age1…), and keep the identity secret');
+  if (!s.toLowerCase().startsWith('age1')) throw bad('it does not start with "age1"');
   const decoded = bech32Decode(s);
   if (!decoded.ok) throw bad(decoded.problem);
   if (decoded.hrp !== RECIPIENT_HRP) {
@@ -99,7 +100,7 @@ export function parseIdentity(text: string, where: string): AgeIdentity {
   const s = text.trim();
   const bad = (why: string) => new CofferError('E_AGE_IDENTITY_INVALID', `${where}: not an age identity: ${why}`);
   if (s.length === 0) throw bad('it is empty');
-  if (s.startsWith('age1')) throw bad('this is a recipient (a public key); restore, verify and decrypt need the identity (AGE-SECRET-KEY-1…)');
+  if (s.toLowerCase().startsWith('age1')) throw bad('this is a recipient (a public key); restore, verify and decrypt need the identity (AGE-SECRET-KEY-1…)');
   if (s.toUpperCase().startsWith('AGE-PLUGIN-')) throw bad('plugin identities are not supported; coffer reads X25519 identities (AGE-SECRET-KEY-1…)');
   if (s.startsWith('-----BEGIN')) throw bad('SSH and PEM keys are not supported; give an X25519 identity (AGE-SECRET-KEY-1…)');
   const decoded = bech32Decode(s);
