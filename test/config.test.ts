@@ -1,6 +1,10 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { inspect } from 'node:util';
 import { loadConfig } from '../src/config';
 import { CofferError } from '../src/core/errors';
+import { generateAgeIdentity } from '../src/crypto';
 
 describe('config', () => {
   test('defaults: embedded database, ./var, port 8000, backups disabled because BACKUP_KEY is not set', () => {
@@ -82,5 +86,43 @@ describe('request body timeouts', () => {
     expect(() => loadConfig({ REQUEST_BODY_TIMEOUT_MS: '0', UPLOAD_IDLE_TIMEOUT_MS: 'soon' })).toThrow(
       expect.objectContaining({ message: expect.stringMatching(/REQUEST_BODY_TIMEOUT_MS.*UPLOAD_IDLE_TIMEOUT_MS/) }),
     );
+  });
+});
+
+describe('age settings', () => {
+  const [a, b, c] = [generateAgeIdentity(), generateAgeIdentity(), generateAgeIdentity()];
+
+  test('BACKUP_RECIPIENTS and BACKUP_RECIPIENTS_FILE together, each recipient once, in the order given', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-config-'));
+    try {
+      const file = path.join(dir, 'recipients.txt');
+      fs.writeFileSync(file, `# audit\n${b.recipient.text}\n\n${c.recipient.text}\n${a.recipient.text}\n`);
+      const conf = loadConfig({ BACKUP_RECIPIENTS: `${a.recipient.text},\n ${b.recipient.text}`, BACKUP_RECIPIENTS_FILE: file });
+      expect(conf.backupRecipients.map((r) => r.text)).toEqual([a, b, c].map((i) => i.recipient.text));
+      expect(loadConfig({}).backupRecipients).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a bad or unreadable recipients setting is a config error naming it', () => {
+    const fail = (env: Record<string, string>): CofferError => {
+      try {
+        loadConfig(env);
+      } catch (e) {
+        return e as CofferError;
+      }
+      throw new Error('loadConfig accepted it');
+    };
+    const bad = fail({ BACKUP_RECIPIENTS: `${a.recipient.text} age1zzzz` });
+    expect(bad.code).toBe('E_CONFIG');
+    expect(bad.message).toContain('BACKUP_RECIPIENTS entry 2: not an age recipient');
+    const missing = fail({ BACKUP_RECIPIENTS_FILE: '/nonexistent/recipients.txt' });
+    expect(missing.code).toBe('E_CONFIG');
+    expect(missing.message).toBe('BACKUP_RECIPIENTS_FILE: cannot read /nonexistent/recipients.txt: ENOENT');
+  });
+
+  test('COFFER_IDENTITY_FILE is kept as an absolute path, read only when a command needs it', () => {
+    expect(loadConfig({ COFFER_IDENTITY_FILE: 'keys/id.txt' }).identityFile).toBe(path.resolve('keys/id.txt'));
   });
 });

@@ -3,13 +3,13 @@
  * age v1 file for recipients (the textual header with one X25519 stanza each, a 16-byte nonce, then
  * ChaCha20-Poly1305 chunks).
  */
-import { hkdfSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createAtomicFile } from '../core/atomic-file';
 import { CofferError } from '../core/errors';
-import { AGE_NONCE_SIZE, encodeAgeHeader, encodeBase64 } from './age/header';
+import { AGE_NONCE_SIZE, agePayloadKey, encodeAgeHeader, encodeBase64 } from './age/header';
 import { FILE_KEY_SIZE, uniqueRecipients, wrapFileKey, type AgeRecipient } from './age/keys';
 import { ageCipher, v1Cipher } from './chunk';
 import {
@@ -102,8 +102,7 @@ function createAgeEncryptStream(recipients: AgeRecipient[]): Transform {
     return { type: 'X25519', args: [encodeBase64(share)], body };
   });
   const nonce = randomBytes(AGE_NONCE_SIZE);
-  const payloadKey = Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32));
-  return new EncryptStream(Buffer.concat([encodeAgeHeader(stanzas, fileKey), nonce]), ageCipher(payloadKey));
+  return new EncryptStream(Buffer.concat([encodeAgeHeader(stanzas, fileKey), nonce]), ageCipher(agePayloadKey(fileKey, nonce)));
 }
 
 /**

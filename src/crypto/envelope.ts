@@ -4,10 +4,9 @@
  * end up as a chunk cipher and the offset where the chunks start, so streaming decryption and random
  * access are written once.
  */
-import { hkdfSync } from 'node:crypto';
 import { CofferError } from '../core/errors';
-import type { Encryption } from '../core/types';
-import { ageHeaderMac, AGE_ARMOR_BEGIN, AGE_NONCE_SIZE, AGE_PREFIX, checkAgePrefix, decodeBase64, mayBeAge, parseAgeHeader, type AgeHeader } from './age/header';
+import type { Encryption, RandomAccessSource } from '../core/types';
+import { ageHeaderMac, agePayloadKey, AGE_ARMOR_BEGIN, AGE_NONCE_SIZE, AGE_PREFIX, checkAgePrefix, decodeBase64, mayBeAge, parseAgeHeader, type AgeHeader } from './age/header';
 import { FILE_KEY_SIZE, unwrapFileKey } from './age/keys';
 import { ageCipher, type ChunkCipher, v1Cipher } from './chunk';
 import { openHeader } from './decrypt';
@@ -82,6 +81,19 @@ export async function openEnvelope(prefix: Buffer, final: boolean, key: KeySourc
   };
 }
 
+/** The first read of a file's header: format v1 needs 120 bytes, an age header about 100 a recipient. */
+const FIRST_HEADER_READ = 16 * 1024;
+
+/** Reads as much of the start of a file as its header turns out to need, and opens it. */
+export async function readEnvelope(file: RandomAccessSource, key: KeySource | undefined): Promise<OpenedEnvelope> {
+  for (let length = Math.min(file.size, FIRST_HEADER_READ); ; length = Math.min(file.size, length * 4)) {
+    const prefix = await file.read(0, length);
+    const result = await openEnvelope(prefix, prefix.length >= file.size, key);
+    if (result !== null) return result.opened;
+    if (prefix.length >= file.size) throw new CofferError('E_INTERNAL', 'header reader ended without a header');
+  }
+}
+
 async function openAge(prefix: Buffer, final: boolean, key: KeySource | undefined): Promise<{ opened: OpenedEnvelope; consumed: number } | null> {
   checkAgePrefix(prefix);
   const header = parseAgeHeader(prefix, final);
@@ -95,8 +107,7 @@ async function openAge(prefix: Buffer, final: boolean, key: KeySource | undefine
   if (!sameBytes(ageHeaderMac(fileKey, header.authenticated), header.mac)) {
     throw new CofferError('E_AGE_HEADER_MAC', 'age header failed authentication (its MAC does not match): corrupted or tampered');
   }
-  const nonce = prefix.subarray(header.length, consumed);
-  const payloadKey = Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32));
+  const payloadKey = agePayloadKey(fileKey, prefix.subarray(header.length, consumed));
   return { opened: { encryption: 'age', cipher: ageCipher(payloadKey), payloadOffset: consumed, recipients: header.stanzas.length }, consumed };
 }
 

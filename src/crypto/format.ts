@@ -233,13 +233,3 @@ export function parseHeaderFields(buf: Buffer): ParsedHeader {
     mac: Buffer.from(buf.subarray(OFF.mac, HEADER_SIZE)),
   };
 }
-
-/** Start of sealed chunk `index` in the file. */
-export function chunkOffset(index: number): number {
-  return HEADER_SIZE + index * SEALED_CHUNK_SIZE;
-}
-
-/** Chunks in a file of `fileSize` bytes whose header is complete (the last one may be partial). */
-export function chunkCountForFileSize(fileSize: number): number {
-  return Math.ceil(Math.max(0, fileSize - HEADER_SIZE) / SEALED_CHUNK_SIZE);
-}

@@ -18,7 +18,7 @@ export { type KeySource, generateKey, keyIdOf, parseAesKey } from './keys';
 export { createEncryptStream, encryptFile, type EncryptOptions } from './encrypt';
 export { type OpenedHeader } from './decrypt';
 export { createDecryptStream } from './stream';
-export { encryptionFor, encryptionOf, recipientsOf, type Encryption, openEnvelope, SNIFF_BYTES } from './envelope';
+export { encryptionFor, encryptionOf, recipientsOf, type Encryption, readEnvelope, SNIFF_BYTES } from './envelope';
 export { EncryptedFileReader } from './random-access';
 export {
   AgeIdentity,

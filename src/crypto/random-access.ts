@@ -6,12 +6,9 @@ import { Readable } from 'node:stream';
 import { CofferError, isCofferError } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
 import { type ChunkCipher, openFinalChunk, openMiddleChunk, tooManyChunks } from './chunk';
-import { openEnvelope, type OpenedEnvelope } from './envelope';
+import { readEnvelope, type OpenedEnvelope } from './envelope';
 import { CHUNK_SIZE, SEALED_CHUNK_SIZE } from './format';
 import type { KeySource } from './keys';
-
-/** The first read of a file's header: format v1 needs 120 bytes, an age header about 100 a recipient. */
-const FIRST_HEADER_READ = 16 * 1024;
 
 /** Zip readers jump to the central directory and then walk entries in order: a few chunks suffice. */
 const CACHE_CHUNKS = 4;
@@ -23,11 +20,10 @@ export class EncryptedFileReader implements RandomAccessSource {
   private constructor(
     private readonly file: RandomAccessSource,
     private readonly ctx: ChunkCipher,
-    private readonly payloadOffset: number,
     private readonly lastIndex: number,
     private readonly lastSealedSize: number,
     finalPlaintext: Buffer,
-    /** Which format, and for format v1 the key id: for messages, records and logs. */
+    /** Which format, where its chunks start, and for format v1 the key id: for messages, records and logs. */
     readonly envelope: Omit<OpenedEnvelope, 'cipher'>,
   ) {
     this.size = lastIndex * CHUNK_SIZE + finalPlaintext.length;
@@ -44,7 +40,7 @@ export class EncryptedFileReader implements RandomAccessSource {
   static async open(fh: RandomAccessSource, source: KeySource | undefined): Promise<EncryptedFileReader> {
     try {
       const fileSize = fh.size;
-      const opened = await openHeaderOf(fh, source);
+      const opened = await readEnvelope(fh, source);
       const ctx = opened.cipher;
       const payloadOffset = opened.payloadOffset;
       const chunkOffset = (index: number): number => payloadOffset + index * SEALED_CHUNK_SIZE;
@@ -64,7 +60,7 @@ export class EncryptedFileReader implements RandomAccessSource {
       const finalSealed = await readExactly(fh, chunkOffset(lastIndex), lastSealedSize);
       const finalPlaintext = openFinalChunk(ctx, lastIndex, finalSealed);
       const envelope = { encryption: opened.encryption, payloadOffset, keyIdHex: opened.keyIdHex, recipients: opened.recipients };
-      const reader = new EncryptedFileReader(fh, ctx, payloadOffset, lastIndex, lastSealedSize, finalPlaintext, envelope);
+      const reader = new EncryptedFileReader(fh, ctx, lastIndex, lastSealedSize, finalPlaintext, envelope);
       if (beforeLast !== null) reader.cache.set(lastIndex - 1, Promise.resolve(beforeLast));
       return reader;
     } catch (err) {
@@ -129,7 +125,7 @@ export class EncryptedFileReader implements RandomAccessSource {
 
   private async loadChunk(index: number): Promise<Buffer> {
     const last = index === this.lastIndex;
-    const sealed = await readExactly(this.file, this.payloadOffset + index * SEALED_CHUNK_SIZE, last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
+    const sealed = await readExactly(this.file, this.envelope.payloadOffset + index * SEALED_CHUNK_SIZE, last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
     return last ? openFinalChunk(this.ctx, index, sealed) : openMiddleChunk(this.ctx, index, sealed);
   }
 }
@@ -167,16 +163,6 @@ class PlaintextRangeStream extends Readable {
       },
       (err: unknown) => this.destroy(err as Error),
     );
-  }
-}
-
-/** Reads as much of the start of the file as its header turns out to need, and opens it. */
-async function openHeaderOf(fh: RandomAccessSource, source: KeySource | undefined): Promise<OpenedEnvelope> {
-  for (let length = Math.min(fh.size, FIRST_HEADER_READ); ; length = Math.min(fh.size, length * 4)) {
-    const prefix = await fh.read(0, length);
-    const result = await openEnvelope(prefix, prefix.length >= fh.size, source);
-    if (result !== null) return result.opened;
-    if (prefix.length >= fh.size) throw new CofferError('E_INTERNAL', 'header reader ended without a header');
   }
 }
 

@@ -3,7 +3,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { backupRecordSchema, type BackupRecord, type Progress } from '../core/jobs';
-import { encryptionFor, recipientsOf, HEADER_SIZE, isCofferEncrypted, openEnvelope, parseHeaderFields, type KeySource } from '../crypto';
+import { encryptionFor, recipientsOf, HEADER_SIZE, isCofferEncrypted, parseHeaderFields, readEnvelope, type KeySource } from '../crypto';
 import type { Encryption } from '../core/types';
 import type { Actor } from '../db/backup-log';
 import type { Logger } from '../log';
@@ -165,8 +165,7 @@ export async function readBackupRecord(store: BackupStore, name: string): Promis
 export async function checkStoredKey(store: BackupStore, object: string, key: KeySource): Promise<void> {
   const source = await store.open(object);
   try {
-    const prefix = await source.read(0, Math.min(source.size, 16 * 1024));
-    await openEnvelope(prefix, prefix.length >= source.size, key);
+    await readEnvelope(source, key);
   } finally {
     await source.close();
   }

@@ -150,6 +150,11 @@ export function headerMacKey(fileKey: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', fileKey, Buffer.alloc(0), 'header', 32));
 }
 
+/** payload key = HKDF-SHA-256(ikm = file key, salt = nonce, info = "payload"). */
+export function agePayloadKey(fileKey: Buffer, nonce: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32));
+}
+
 export function ageHeaderMac(fileKey: Buffer, authenticated: Buffer): Buffer {
   return createHmac('sha256', headerMacKey(fileKey)).update(authenticated).digest();
 }
