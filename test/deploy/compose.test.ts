@@ -248,9 +248,9 @@ describe('deploy/Dockerfile', () => {
   const runtimeStage = stages.length - 1;
   const inRuntime = (op: string) => instructions.filter((i) => i.op === op && i.stage === runtimeStage);
 
-  test('has a build stage on node:20-bookworm-slim that runs npm ci and npm run build, then drops dev dependencies', () => {
+  test('has a build stage on node:24-bookworm-slim that runs npm ci and npm run build, then drops dev dependencies', () => {
     expect(stages.length).toBeGreaterThanOrEqual(2);
-    for (const s of stages) expect(s.image).toBe('node:20-bookworm-slim');
+    for (const s of stages) expect(s.image).toBe('node:24-bookworm-slim');
     const build = stages.findIndex((s) => s.name === 'build');
     expect(build).toBeGreaterThanOrEqual(0);
     const runs = instructions.filter((i) => i.op === 'RUN' && i.stage === build).map((i) => i.args);
