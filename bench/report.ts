@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { cryptoSection, type CryptoSection } from './crypto';
+import { runtimeSection, type RuntimeSection } from './runtime';
 import type { Breakdown } from './serverlog';
+import { smallFilesSection, type SmallFilesSection } from './smallfiles';
 import { fmtMB, fmtSeconds, max, mb, median, min, table } from './util';
 
 export type OpId =
@@ -12,8 +14,10 @@ export type OpId =
   | 'backup_files'
   | 'pg_dump'
   | 'tar'
+  | 'tar_gz'
   | 'restore_db'
   | 'pg_restore'
+  | 'pg_restore_j2'
   | 'restore_full'
   | 'restore_full_enc'
   | 'restore_full_age';
@@ -37,8 +41,10 @@ export const OPS: OpDef[] = [
   { id: 'backup_files', label: 'coffer backup (files only, empty db)', side: 'backup', basis: 'files', coffer: true },
   { id: 'pg_dump', label: 'pg_dump -Fc', side: 'backup', basis: 'db', coffer: false },
   { id: 'tar', label: 'tar -cf (upload folders)', side: 'backup', basis: 'files', coffer: false },
+  { id: 'tar_gz', label: 'tar -c | gzip -1 (upload folders)', side: 'backup', basis: 'files', coffer: false },
   { id: 'restore_db', label: 'coffer restore (db only)', side: 'restore', basis: 'db', coffer: true },
   { id: 'pg_restore', label: 'pg_restore -j1 --no-owner', side: 'restore', basis: 'db', coffer: false },
+  { id: 'pg_restore_j2', label: 'pg_restore -j2 --no-owner', side: 'restore', basis: 'db', coffer: false },
   { id: 'restore_full', label: 'coffer restore (db+files)', side: 'restore', basis: 'all', coffer: true },
   { id: 'restore_full_enc', label: 'coffer restore (db+files, encrypted)', side: 'restore', basis: 'all', coffer: true },
   { id: 'restore_full_age', label: 'coffer restore (db+files, age identity)', side: 'restore', basis: 'all', coffer: true },
@@ -56,7 +62,8 @@ export interface RunRecord {
 }
 
 export interface OpResult {
-  id: OpId;
+  /** An OpId, or a SmallOpId in the small-files section. */
+  id: string;
   label: string;
   command: string;
   runs: RunRecord[];
@@ -87,7 +94,8 @@ export interface Results {
   scale: number;
   runs: number;
   git: { commit: string; dirty: string[] };
-  machine: { cpus: number; memoryGB: number; node: string; kernel: string };
+  /** node: the bench's own Node; cofferNode: the one coffer runs on (--node), when another. */
+  machine: { cpus: number; memoryGB: number; node: string; cofferNode?: string; kernel: string };
   server: { kind: string; description: string; version: string; tools?: string; toolsMissing?: string };
   dataset: {
     rows: Record<string, number>;
@@ -107,6 +115,10 @@ export interface Results {
   fidelity: { checks: number; failures: string[] };
   /** The stored-backups section (HTTP service); absent with --no-stored. */
   stored?: StoredSection;
+  /** The many-small-files case; absent with --no-small-files. */
+  smallFiles?: SmallFilesSection;
+  /** coffer on a second Node binary (--compare-node). */
+  runtime?: RuntimeSection;
   /** Encrypt/decrypt throughput, format v1 beside age. */
   crypto?: CryptoSection;
   /** --profile: main-thread CPU profile summaries (Markdown). */
@@ -238,41 +250,56 @@ function verdict(value: number | undefined, ok: (v: number) => boolean): 'PASS' 
 export function evaluate(r: Results): void {
   const o = r.ops;
   const t: Target[] = [];
-  const wallTarget = (name: string, a: OpId, b: OpId, limit: number) => {
-    const value = ratio(o[a], o[b], 'median');
-    t.push({ name, limit: `≤ ${limit.toFixed(2)}×`, value, valueAtMin: ratio(o[a], o[b], 'min'), unit: 'x', verdict: verdict(value, (v) => v <= limit), why: value === undefined ? `needs ${o[a]?.wall ? o[b]?.label ?? b : o[a]?.label ?? a}` : undefined });
+  const sumWall = (ids: OpId[], key: 'median' | 'min') => (ids.every((id) => o[id]?.wall) ? ids.reduce((s, id) => s + o[id]!.wall![key], 0) : undefined);
+  const div = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a / b : undefined);
+  const missing = (ids: OpId[]) => `needs ${ids.filter((id) => !o[id]?.wall).map((id) => OPS.find((d) => d.id === id)?.label ?? id).join(', ')}`;
+  const wallTarget = (name: string, a: OpId, b: OpId[], limit: number) => {
+    const value = div(o[a]?.wall?.median, sumWall(b, 'median'));
+    t.push({ name, limit: `≤ ${limit.toFixed(2)}×`, value, valueAtMin: div(o[a]?.wall?.min, sumWall(b, 'min')), unit: 'x', verdict: verdict(value, (v) => v <= limit), why: value === undefined ? missing([a, ...b]) : undefined });
   };
-  wallTarget('backup, database part: coffer (db only) / pg_dump -Fc, wall time', 'backup_db', 'pg_dump', 1.0);
-  {
-    const c = o.backup_files?.mbps;
-    const tar = o.tar?.mbps;
-    const value = c && tar ? c.atMedian / tar.atMedian : undefined;
-    t.push({ name: 'backup, files part: coffer (files only) / tar -cf, throughput', limit: '≥ 0.80×', value, valueAtMin: c && tar ? c.atMin / tar.atMin : undefined, unit: 'x', verdict: verdict(value, (v) => v >= 0.8) });
-  }
-  wallTarget('restore: coffer (db only) / pg_restore -j1, wall time', 'restore_db', 'pg_restore', 1.0);
+  wallTarget('backup, database part: coffer (db only) / pg_dump -Fc, wall time', 'backup_db', ['pg_dump'], 0.8);
+  wallTarget('full backup: coffer (db+files) / (pg_dump -Fc + tar -c | gzip -1), wall time', 'backup_full', ['pg_dump', 'tar_gz'], 0.8);
+  wallTarget('restore, database part: coffer (db only) / pg_restore -j1, wall time', 'restore_db', ['pg_restore'], 0.8);
+  wallTarget('restore, database part: coffer (db only) / pg_restore -j2, wall time', 'restore_db', ['pg_restore_j2'], 1.0);
+  wallTarget('encrypted / plain backup (db+files), wall time', 'backup_full_enc', ['backup_full'], 1.05);
+  wallTarget('encrypted / plain restore (db+files), wall time', 'restore_full_enc', ['restore_full'], 1.05);
   for (const side of ['backup', 'restore'] as const) {
     const ops = OPS.filter((d) => d.coffer && d.side === side).map((d) => o[d.id]).filter((x): x is OpResult => !!x?.peakRssBytes);
     const value = ops.length ? max(ops.map((x) => x.peakRssBytes!)) : undefined;
     const worst = ops.find((x) => x.peakRssBytes === value);
-    t.push({ name: `peak RSS, coffer ${side} (largest of its variants${worst ? `: ${worst.label}` : ''})`, limit: '≤ 150 MB', value: value === undefined ? undefined : mb(value), unit: 'MB', verdict: verdict(value, (v) => v <= RSS_LIMIT) });
+    t.push({ name: `peak RSS, every coffer ${side} variant (largest: ${worst?.label ?? 'n/a'})`, limit: '≤ 150 MB', value: value === undefined ? undefined : mb(value), unit: 'MB', verdict: verdict(value, (v) => v <= RSS_LIMIT) });
   }
-  wallTarget('encrypted / plain backup (db+files), wall time', 'backup_full_enc', 'backup_full', 1.05);
   {
     const a = o.backup_db?.outputBytes;
     const b = o.pg_dump?.outputBytes;
     const value = a && b ? a / b : undefined;
     t.push({ name: 'archive size (db only) / pg_dump -Fc size', limit: '≤ 1.30×', value, valueAtMin: value, unit: 'x', verdict: verdict(value, (v) => v <= 1.3) });
   }
+  const sf = r.smallFiles;
+  if (sf) {
+    const n = sf.files.toLocaleString('en-US');
+    const smallTarget = (name: string, a: SmallFilesSection['ops'][keyof SmallFilesSection['ops']], b: SmallFilesSection['ops'][keyof SmallFilesSection['ops']], bLabel: string, limit: number) => {
+      const value = div(a?.wall?.median, b?.wall?.median);
+      t.push({ name: `${n} small files: ${name}, wall time`, limit: `≤ ${limit.toFixed(2)}×`, value, valueAtMin: div(a?.wall?.min, b?.wall?.min), unit: 'x', verdict: verdict(value, (v) => v <= limit), why: value === undefined ? (b ? undefined : `needs ${bLabel}`) : undefined });
+    };
+    smallTarget('coffer backup / zip -r -1', sf.ops.backup, sf.ops.zip, 'zip', 1.5);
+    smallTarget('coffer restore / (unzip + sync -f)', sf.ops.restore, sf.ops.unzip_sync, 'unzip', 1.2);
+    smallTarget('coffer verify / unzip -t', sf.ops.verify, sf.ops.unzip_t, 'unzip', 2.0);
+    const ops = [sf.ops.backup, sf.ops.restore, sf.ops.verify].filter((x): x is OpResult => !!x?.peakRssBytes);
+    const value = ops.length ? max(ops.map((x) => x.peakRssBytes!)) : undefined;
+    const worst = ops.find((x) => x.peakRssBytes === value);
+    t.push({ name: `${n} small files: peak RSS of coffer backup, restore and verify (largest: ${worst?.label ?? 'n/a'})`, limit: '≤ 150 MB', value: value === undefined ? undefined : mb(value), unit: 'MB', verdict: verdict(value, (v) => v <= RSS_LIMIT) });
+  }
   r.targets = t;
 
-  const sumWall = (ids: OpId[], key: 'median' | 'min') => (ids.every((id) => o[id]?.wall) ? ids.reduce((s, id) => s + o[id]!.wall![key], 0) : undefined);
-  const div = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a / b : undefined);
   r.ratios = [
+    { name: 'backup, files part: coffer (files only) / tar -cf, throughput', value: div(o.backup_files?.mbps?.atMedian, o.tar?.mbps?.atMedian), valueAtMin: div(o.backup_files?.mbps?.atMin, o.tar?.mbps?.atMin) },
+    { name: 'backup, files part: coffer (files only) / tar -c | gzip -1, wall time', value: ratio(o.backup_files, o.tar_gz, 'median'), valueAtMin: ratio(o.backup_files, o.tar_gz, 'min') },
+    { name: 'pg_restore -j2 / pg_restore -j1', value: ratio(o.pg_restore_j2, o.pg_restore, 'median'), valueAtMin: ratio(o.pg_restore_j2, o.pg_restore, 'min') },
     { name: 'coffer backup (db+files) / (pg_dump -Fc + tar -cf)', value: div(o.backup_full?.wall?.median, sumWall(['pg_dump', 'tar'], 'median')), valueAtMin: div(o.backup_full?.wall?.min, sumWall(['pg_dump', 'tar'], 'min')) },
     { name: 'coffer backup (db+files) / (db only + files only)', value: div(o.backup_full?.wall?.median, sumWall(['backup_db', 'backup_files'], 'median')), valueAtMin: div(o.backup_full?.wall?.min, sumWall(['backup_db', 'backup_files'], 'min')) },
     { name: 'coffer restore (db+files) / pg_restore -j1', value: ratio(o.restore_full, o.pg_restore, 'median'), valueAtMin: ratio(o.restore_full, o.pg_restore, 'min') },
     { name: 'coffer restore (db+files) / coffer restore (db only)', value: ratio(o.restore_full, o.restore_db, 'median'), valueAtMin: ratio(o.restore_full, o.restore_db, 'min') },
-    { name: 'encrypted / plain restore (db+files)', value: ratio(o.restore_full_enc, o.restore_full, 'median'), valueAtMin: ratio(o.restore_full_enc, o.restore_full, 'min') },
     { name: 'age-sealed / plain restore (db+files)', value: ratio(o.restore_full_age, o.restore_full, 'median'), valueAtMin: ratio(o.restore_full_age, o.restore_full, 'min') },
     { name: 'age-sealed / plain backup (db+files)', value: ratio(o.backup_full_age, o.backup_full, 'median'), valueAtMin: ratio(o.backup_full_age, o.backup_full, 'min') },
     { name: 'coffer restore (db only) / coffer backup (db only)', value: ratio(o.restore_db, o.backup_db, 'median'), valueAtMin: ratio(o.restore_db, o.backup_db, 'min') },
@@ -307,7 +334,7 @@ export function targetsTable(r: Results): string {
   const v = (t: Target, x: number | undefined) => (x === undefined ? 'n/a' : t.unit === 'MB' ? `${x.toFixed(0)} MB` : `${x.toFixed(2)}×`);
   return table(
     ['target', 'median', 'min', 'limit', 'result'],
-    r.targets.map((t) => [t.name, v(t, t.value), t.unit === 'MB' ? '' : v(t, t.valueAtMin), t.limit, t.verdict]),
+    r.targets.map((t) => [t.name, v(t, t.value), t.unit === 'MB' ? '' : v(t, t.valueAtMin), t.limit, t.verdict === 'n/a' && t.why ? `n/a (${t.why})` : t.verdict]),
     ['l', 'r', 'r', 'r', 'l'],
   );
 }
@@ -345,9 +372,13 @@ export function rssComparison(current: Results, resultsDir: string): string | un
     const a = s1.ops[d.id]?.peakRssBytes;
     const b = s4.ops[d.id]?.peakRssBytes;
     const limit = d.coffer ? (Math.max(a ?? 0, b ?? 0) <= RSS_LIMIT ? 'PASS' : 'MISS') : '';
-    return [d.label, a ? fmtMB(a, 0) : 'n/a', b ? fmtMB(b, 0) : 'n/a', a && b ? `${(b / a).toFixed(2)}×` : 'n/a', limit];
+    const growth = d.coffer && a && b ? (b / a <= 1.1 ? 'PASS' : 'MISS') : '';
+    return [d.label, a ? fmtMB(a, 0) : 'n/a', b ? fmtMB(b, 0) : 'n/a', a && b ? `${(b / a).toFixed(2)}×` : 'n/a', limit, growth];
   });
-  return `Scale 1 from ${s1.date} (${s1.git.commit}), scale 4 from ${s4.date} (${s4.git.commit}).\n\n` + table(['operation', 'scale 1', 'scale 4', 'scale 4 / scale 1', '≤ 150 MB at both'], rows, ['l', 'r', 'r', 'r', 'l']);
+  return (
+    `Scale 1 from ${s1.date} (${s1.git.commit}), scale 4 from ${s4.date} (${s4.git.commit}). Targets (coffer rows): ≤ 150 MB at both scales, and scale 4 within 10 % of scale 1.\n\n` +
+    table(['operation', 'scale 1', 'scale 4', 'scale 4 / scale 1', '≤ 150 MB at both', 'scale 4 ≤ 1.10× scale 1'], rows, ['l', 'r', 'r', 'r', 'l', 'l'])
+  );
 }
 
 export function phasesSection(r: Results): string {
@@ -369,7 +400,7 @@ export function markdown(r: Results, resultsDir: string): string {
     `# coffer bench, scale ${r.scale}, ${r.date}`,
     '',
     `- commit ${r.git.commit}${r.git.dirty.length ? ` with uncommitted changes in ${r.git.dirty.length} file(s) under src/ and migrations/ (${r.git.dirty.slice(0, 6).join(', ')}${r.git.dirty.length > 6 ? ', …' : ''})` : ''}`,
-    `- machine: ${r.machine.cpus} CPUs, ${r.machine.memoryGB.toFixed(0)} GB, Node ${r.machine.node}, Linux ${r.machine.kernel}; other sessions share the CPU, so numbers are noisy (min and median of ${r.runs} run(s))`,
+    `- machine: ${r.machine.cpus} CPUs, ${r.machine.memoryGB.toFixed(0)} GB, coffer on Node ${r.machine.cofferNode ?? r.machine.node}${r.machine.cofferNode && r.machine.cofferNode !== r.machine.node ? ` (--node; the bench itself on Node ${r.machine.node})` : ''}, Linux ${r.machine.kernel}; other sessions share the CPU, so numbers are noisy (min and median of ${r.runs} run(s))`,
     `- server: PostgreSQL ${r.server.version}, ${r.server.description}${r.server.tools ? `; client tools ${r.server.tools}` : ''}${r.server.toolsMissing ? `; pg_dump/pg_restore not compared: ${r.server.toolsMissing}` : ''}`,
     `- data set: ${rows} rows; database ${fmtMB(d.databaseBytes)} on disk (table data ${fmtMB(d.tableBytes)}, indexes ${fmtMB(d.indexBytes)}); ${d.files} upload files, ${fmtMB(d.fileBytes)} (${fmtMB(d.compressibleFileBytes)} compressible); generated in ${fmtSeconds(d.generationSeconds)}${d.filesReused ? ' (files from cache)' : ''}`,
     `- MB = 10^6 bytes. MB/s is computed over the table data (heap + TOAST of the application tables, without indexes) for database operations, over the upload files for file operations, and over both for db+files: the same numerator for coffer and the tool it is compared with. Peak RSS is the client process tree (pg_dump's and pg_restore's server backend is not their child and is not counted; neither is coffer's).`,
@@ -388,6 +419,8 @@ export function markdown(r: Results, resultsDir: string): string {
     ratiosTable(r),
     '',
   ];
+  if (r.smallFiles) lines.push(`## ${r.smallFiles.files.toLocaleString('en-US')} small upload files`, '', smallFilesSection(r.smallFiles));
+  if (r.runtime) lines.push(`## Runtime: Node ${[r.runtime.primary.version, r.runtime.compare.version].map((v) => v.split('.')[0]).sort((x, y) => Number(x) - Number(y)).join(' and Node ')}`, '', runtimeSection(r.runtime));
   if (r.stored) lines.push('## Stored backups (HTTP service, same data)', '', storedSection(r.stored));
   if (r.crypto) lines.push('## Encryption throughput: format v1 and age', '', cryptoSection(r.crypto));
   const rss = rssComparison(r, resultsDir);

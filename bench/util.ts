@@ -110,7 +110,9 @@ export function newestMtime(dir: string, filter: (name: string) => boolean): num
 }
 
 /** A plain-text table that is also a valid Markdown table. */
-export function table(header: string[], rows: string[][], align: ('l' | 'r')[] = []): string {
+export function table(header: string[], rawRows: string[][], align: ('l' | 'r')[] = []): string {
+  // A | inside a cell (tar -c | gzip -1) would end the cell in Markdown: escaped as \|.
+  const rows = rawRows.map((r) => r.map((c) => c.replace(/\|/g, '\\|')));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const cell = (text: string, i: number) => ((align[i] ?? 'l') === 'r' ? text.padStart(widths[i]) : text.padEnd(widths[i]));
   const line = (cells: string[]) => `| ${cells.map((c, i) => cell(c, i)).join(' | ')} |`;
