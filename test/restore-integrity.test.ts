@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -269,9 +270,11 @@ describe('the refusal corpus: verify refuses exactly what restore refuses', () =
   beforeAll(async () => {
     source = await createTestDatabase({ migrated: true });
     target = await createTestDatabase({ migrated: true });
-    for (const [dir, file, content] of [
+    for (const [dir, file, content] of <[string, string, string | Buffer][]>[
       [srcDir, upload, 'an upload file\n'.repeat(50)],
       [srcDir, 'uploadedimages/cd/0d6f3d0e-0000-4000-8000-000000000002', 'PNG'.repeat(100)],
+      // Incompressible, so that the encrypted archive spans several 64 KiB chunks.
+      [srcDir, 'uploadedimages/cd/0d6f3d0e-0000-4000-8000-000000000004', randomBytes(300_000)],
       [dstDir, 'uploadedfiles/ef/0d6f3d0e-0000-4000-8000-000000000003', 'the live upload'],
     ]) {
       fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
@@ -432,6 +435,21 @@ describe('the refusal corpus: verify refuses exactly what restore refuses', () =
     await expectUntouched();
     // With the right key, both accept it.
     expect((await verifyOutcome(encrypted, key)).ok).toBe(true);
+  });
+
+  test.each([0.02, 0.5, 0.99])('an encrypted archive with a byte flipped at %p of its length: verify and restore refuse it', async (at) => {
+    const file = path.join(tmp, `refusal-flipped-${at}.zip.crypt`);
+    const bytes = Buffer.from(fs.readFileSync(encrypted));
+    bytes[Math.floor(bytes.length * at)] ^= 0x40;
+    fs.writeFileSync(file, bytes);
+    const verdict = await verifyOutcome(file, key);
+    expect(verdict.ok).toBe(false);
+    let refused: { code?: string; message: string } | undefined;
+    await restoreFile(file, target.pool, dstDir, { key }).catch((err) => (refused = err));
+    expect(refused?.code).toMatch(/^E_CRYPT_/);
+    // Verify names the entry it was reading (or failed opening the archive with the same error).
+    expect(verdict.text).toContain(refused!.message);
+    await expectUntouched();
   });
 
   // Only the database can judge these: verify passes them and says what it did not check.
