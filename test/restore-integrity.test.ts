@@ -395,7 +395,9 @@ describe('the refusal corpus: verify refuses exactly what restore refuses', () =
     }
     try {
       const report = await verifyArchive(archive);
-      return { ok: report.ok, text: [...report.problems, ...report.tables.map((t) => t.problem ?? '')].filter(Boolean).join('\n'), notChecked: report.notChecked };
+      // A table entry's problem carries the code restore gives it.
+      const code = report.tables.find((t) => t.code)?.code;
+      return { ok: report.ok, text: [...report.problems, ...report.tables.map((t) => t.problem ?? '')].filter(Boolean).join('\n'), code, notChecked: report.notChecked };
     } finally {
       await archive.close();
     }
@@ -413,6 +415,8 @@ describe('the refusal corpus: verify refuses exactly what restore refuses', () =
     expect(verdict.ok).toBe(false);
     expect(verdict.text).toMatch(message);
     if (verdict.code) expect(verdict.code).toBe(code);
+    // Every refusal of a table entry's content is reported with its code.
+    if (rows.some((c) => c[0] === name) || /rows than|sha256|CRC-32 mismatch in a table/.test(name)) expect(verdict.code).toBe(code);
     await expect(restoreFile(file, target.pool, dstDir)).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
     await expectUntouched();
   });

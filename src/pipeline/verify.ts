@@ -2,7 +2,7 @@ import type { Encryption } from '../core/types';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { UPLOAD_FOLDERS } from '../archive';
-import { errorMessage } from '../core/errors';
+import { errorMessage, isCofferError } from '../core/errors';
 import type { ManifestTable } from '../core/manifest';
 import type { TableInfo } from '../db/introspect';
 import { JsonlToCopy } from '../db/jsonl-to-copy';
@@ -18,6 +18,8 @@ export interface VerifiedTable {
   bytes: number;
   ok: boolean;
   problem?: string;
+  /** The error code restore gives for the same problem (E_ARCHIVE_BAD_ROW, E_ARCHIVE_CHECKSUM, …). */
+  code?: string;
 }
 
 export interface VerifyReport {
@@ -55,13 +57,19 @@ async function verifyTable(archive: OpenedArchive, t: ManifestTable, table: Tabl
     await pipeline(await archive.zip.openEntry(t.entry), meter, new JsonlToCopy(columns, t.entry), new Writable({ write: (_c, _e, cb) => cb() }));
   } catch (err) {
     result.problem = errorMessage(err).replace(`${t.entry}: `, '');
+    result.code = isCofferError(err) ? err.code : undefined;
     return result;
   }
   result.rows = meter.lines;
   result.bytes = meter.bytes;
-  if (meter.bytes !== t.bytes || meter.sha256 !== t.sha256) result.problem = `sha256 ${meter.sha256.slice(0, 12)}… does not match manifest.json`;
-  else if (meter.lines !== t.rows) result.problem = `${meter.lines} rows, manifest.json says ${t.rows}`;
-  else result.ok = true;
+  // The same checks, in the same order, as restore's loadEntry after the load.
+  if (meter.bytes !== t.bytes || meter.sha256 !== t.sha256) {
+    result.problem = `sha256 ${meter.sha256.slice(0, 12)}… does not match manifest.json`;
+    result.code = 'E_ARCHIVE_CHECKSUM';
+  } else if (meter.lines !== t.rows) {
+    result.problem = `${meter.lines} rows, manifest.json says ${t.rows}`;
+    result.code = 'E_ARCHIVE_ROWS';
+  } else result.ok = true;
   return result;
 }
 
