@@ -195,15 +195,9 @@ async function restoreDatabase(
 
     progress.phase = 'database';
     report();
-    const rows = await loadTables(req, pool, coordinator, jobs, plan, progress, report);
-    phase('loaded tables', { tables: plan.length, rows });
     await setSequences(coordinator, stage, manifest);
-
-    progress.phase = 'constraints';
-    progress.table = undefined;
-    report();
-    await rebuildTables(pool, coordinator, jobs, stage, plan, dropped);
-    phase('rebuilt keys and indexes');
+    const rows = await loadAndRebuild(req, pool, coordinator, jobs, stage, plan, dropped, progress, report);
+    phase('loaded tables, rebuilt keys and indexes', { tables: plan.length, rows });
     await inTransaction(coordinator, () => addForeignKeys(coordinator, dropped.foreignKeys));
     phase('checked foreign keys');
     // Later migrations run on the restored data, as an upgrade would.
@@ -346,15 +340,32 @@ function biggestFirst(plan: TablePlan[]): TablePlan[] {
   return [...plan].sort((a, b) => b.entry.bytes - a.entry.bytes || a.entry.name.localeCompare(b.entry.name));
 }
 
-async function loadTables(
+type Task = { load: TablePlan } | { rebuild: string };
+
+/**
+ * Loads the tables over `jobs` connections, biggest first, and rebuilds each table's keys and indexes
+ * (all of one table on one connection: ADD PRIMARY KEY locks its table exclusively) as soon as it is
+ * loaded, ahead of the loads still waiting: the index builds of the small tables overlap the big load.
+ * Returns the rows loaded.
+ */
+async function loadAndRebuild(
   req: RestoreRequest,
   pool: pg.Pool,
   coordinator: pg.PoolClient,
   jobs: number,
+  stage: string,
   plan: TablePlan[],
+  dropped: DroppedForLoad,
   progress: RestoreProgress,
   report: () => void,
 ): Promise<number> {
+  const rebuild = new Set([...dropped.keys.filter((k) => k.schema === stage).map((k) => k.table), ...dropped.indexes.map((i) => i.table)]);
+  const loaded = new Set(plan.map((p) => p.table.name));
+  // Tables that get no rows (never backed up, or restored empty) can be rebuilt at any time: last.
+  const tasks: Task[] = [...biggestFirst(plan).map((p) => ({ load: p })), ...[...rebuild].filter((t) => !loaded.has(t)).sort().map((t) => ({ rebuild: t }))];
+  // Index builds sort in memory up to this; the connections building side by side share the budget.
+  const memory = Math.min(256, Math.max(64, Math.floor(512 / jobs)));
+
   let rowsDone = 0;
   const loading = new Set<Meter>();
   const tick = () => {
@@ -363,11 +374,24 @@ async function loadTables(
     progress.rows = rows;
   };
   const ticker = setInterval(() => {
+    if (progress.phase !== 'database') return;
     tick();
     report();
   }, 250);
   try {
-    await inParallel(pool, coordinator, jobs, biggestFirst(plan), async (client, { entry, table }) => {
+    await inParallel(pool, coordinator, jobs, tasks, async (client, task, queue) => {
+      if ('rebuild' in task) {
+        await inTransaction(client, async () => {
+          await client.query(`SET LOCAL maintenance_work_mem = '${memory}MB'`);
+          await rebuildKeysAndIndexes(
+            client,
+            dropped.keys.filter((k) => k.schema === stage && k.table === task.rebuild),
+            dropped.indexes.filter((i) => i.table === task.rebuild),
+          );
+        });
+        return;
+      }
+      const { entry, table } = task.load;
       const meter = new Meter({ lines: true });
       progress.table = `${entry.schema}.${entry.name}`;
       loading.add(meter);
@@ -384,38 +408,36 @@ async function loadTables(
       progress.tablesDone++;
       tick();
       report();
+      if (progress.tablesDone === plan.length) {
+        progress.phase = 'constraints';
+        progress.table = undefined;
+        report();
+      }
+      if (rebuild.has(table.name)) queue.unshift({ rebuild: table.name });
     });
   } finally {
     clearInterval(ticker);
   }
+  if (progress.phase !== 'constraints') {
+    progress.phase = 'constraints';
+    progress.table = undefined;
+    report();
+  }
   return rowsDone;
 }
 
-/** Keys and indexes, all of one table on one connection, the tables side by side. */
-async function rebuildTables(pool: pg.Pool, coordinator: pg.PoolClient, jobs: number, stage: string, plan: TablePlan[], dropped: DroppedForLoad): Promise<void> {
-  const bytes = new Map(plan.map((p) => [p.table.name, p.entry.bytes]));
-  const names = [...new Set([...dropped.keys.map((k) => k.table), ...dropped.indexes.map((i) => i.table)])];
-  names.sort((a, b) => (bytes.get(b) ?? 0) - (bytes.get(a) ?? 0) || a.localeCompare(b));
-  // Index builds sort in memory up to this; the connections building side by side share the budget.
-  const memory = Math.min(256, Math.max(64, Math.floor(512 / jobs)));
-  await inParallel(pool, coordinator, jobs, names, (client, name) =>
-    inTransaction(client, async () => {
-      await client.query(`SET LOCAL maintenance_work_mem = '${memory}MB'`);
-      await rebuildKeysAndIndexes(
-        client,
-        dropped.keys.filter((k) => k.schema === stage && k.table === name),
-        dropped.indexes.filter((i) => i.table === name),
-      );
-    }),
-  );
-}
-
 /**
- * Runs work(item) for every item over up to `jobs` pooled connections. The first failure stops the
+ * Runs work(item) for every item over up to `jobs` pooled connections (work may queue more). The first failure stops the
  * rest: no new item starts, and the statements still running are cancelled (through the coordinator),
  * so the caller can drop the staging schema at once. Resolves when every connection is back.
  */
-async function inParallel<T>(pool: pg.Pool, coordinator: pg.PoolClient, jobs: number, items: T[], work: (client: pg.PoolClient, item: T) => Promise<void>): Promise<void> {
+async function inParallel<T>(
+  pool: pg.Pool,
+  coordinator: pg.PoolClient,
+  jobs: number,
+  items: T[],
+  work: (client: pg.PoolClient, item: T, queue: T[]) => Promise<void>,
+): Promise<void> {
   const queue = [...items];
   const busy = new Set<number>();
   let failure: { err: unknown } | undefined;
@@ -433,7 +455,7 @@ async function inParallel<T>(pool: pg.Pool, coordinator: pg.PoolClient, jobs: nu
       for (let item = queue.shift(); item !== undefined && !failure; item = queue.shift()) {
         busy.add(pid);
         try {
-          await work(client, item);
+          await work(client, item, queue);
           busy.delete(pid);
         } catch (err) {
           broken = true;
