@@ -11,7 +11,7 @@ import { stored } from './archive/helpers';
 import { generateDemoData } from '../src/domain/demo';
 import { createUser } from '../src/accounts/users';
 import { repairInterruptedRestore, writeJournal } from '../src/storage/restore-files';
-import { restoreCommitted } from '../src/pipeline/restore';
+import { repairAfterCrash, restoreCommitted } from '../src/pipeline/restore';
 import { silentLogger } from '../src/log';
 import { createHash } from 'node:crypto';
 
@@ -242,53 +242,144 @@ describe('restore refuses bad archives and leaves everything unchanged', () => {
 });
 
 describe('restore that is killed or interrupted', () => {
-  test('SIGKILL in the middle of loading leaves the database unchanged, and the next restore works', async () => {
-    const source = await createTestDatabase({ migrated: true });
+  let source: TestDatabase;
+  let big: string;
+
+  beforeAll(async () => {
+    source = await createTestDatabase({ migrated: true });
+    await seedDomain(source.pool, { events: 300_000 });
+    await source.pool.query(`UPDATE events SET payload = jsonb_build_object('n', id, 'pad', repeat(md5(id::text), 4))`);
+    big = path.join(tmp, 'big.zip');
+    await backupToFile(source.pool, newDataDir('kill-source'), big);
+  });
+  afterAll(async () => source.drop());
+
+  const stagingSchemas = async (pool: pg.Pool) =>
+    (await pool.query<{ n: string }>(`SELECT nspname AS n FROM pg_namespace WHERE nspname LIKE 'coffer\\_restore\\_stage\\_%' ORDER BY 1`)).rows.map((r) => r.n);
+
+  /**
+   * Starts `coffer restore --jobs 2`, waits until `until` (run on an admin connection) answers true,
+   * kills the process with SIGKILL, and checks that the live database is exactly as it was and that
+   * the next restore succeeds and leaves no staging schema behind.
+   */
+  async function killDuring(name: string, until: (admin: pg.Client, url: string) => Promise<boolean>, afterKill?: () => Promise<void>): Promise<void> {
     const target = await createTestDatabase({ migrated: true });
-    const dir = newDataDir('kill-target');
+    const dir = newDataDir(name);
     try {
-      await seedDomain(source.pool, { events: 300_000 });
-      await source.pool.query(`UPDATE events SET payload = jsonb_build_object('n', id, 'pad', repeat(md5(id::text), 4))`);
-      const file = path.join(tmp, 'big.zip');
-      await backupToFile(source.pool, newDataDir('kill-source'), file);
       await seedDomain(target.pool, { events: 3 });
       const before = await fingerprint(target.pool);
 
-      const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'coffer.js'), 'restore', file, '--yes'], {
+      const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'coffer.js'), 'restore', big, '--yes', '--jobs', '2'], {
         env: { PATH: process.env.PATH, DATABASE_URL: target.url, DATA_DIR: dir },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
+      let errText = '';
+      child.stderr.on('data', (d) => (errText += d));
+      child.stdout.on('data', (d) => (errText += d));
       const exited = new Promise<number | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal === 'SIGKILL' ? -9 : _code)));
-      // Wait until the restore is loading rows into the target, then kill it.
       const admin = new pg.Client({ connectionString: target.url });
       await admin.connect();
       try {
         for (let i = 0; ; i++) {
-          const r = await admin.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND (query LIKE 'COPY "public"."events"%' OR query LIKE 'COPY coffer_restore_stage%') AND state = 'active'`);
-          if (r.rows[0].n > 0) break;
-          if (i > 600) throw new Error('restore never started loading');
-          await new Promise((res) => setTimeout(res, 25));
+          if (await until(admin, target.url)) break;
+          if (i > 2000) {
+            const act = await admin.query(`SELECT pid, state, wait_event_type, left(query, 120) AS q FROM pg_stat_activity WHERE datname = current_database()`);
+            const locks = await admin.query(`SELECT pid, locktype, relation::regclass::text, mode, granted FROM pg_locks WHERE NOT granted OR relation IS NOT NULL`);
+            throw new Error(`restore never reached the point to kill it (${name}): ${JSON.stringify(act.rows)} ${JSON.stringify(locks.rows)} ${errText}`);
+          }
+          await new Promise((res) => setTimeout(res, 10));
         }
+        child.kill('SIGKILL');
+        expect(await exited).toBe(-9);
+        await afterKill?.();
       } finally {
         await admin.end();
       }
-      child.kill('SIGKILL');
-      expect(await exited).toBe(-9);
-      // The server notices the dead connection and rolls back; wait for its backend to go.
+      // The server notices the dead connections and rolls back; wait for their backends to go.
       for (let i = 0; i < 200; i++) {
         const r = await target.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'coffer'`);
         if (r.rows[0].n === 0) break;
         await new Promise((res) => setTimeout(res, 50));
       }
       expect(await fingerprint(target.pool)).toEqual(before);
+      // The killed run left its staging schema (committed before the load); the live schema never saw it.
+      expect(await stagingSchemas(target.pool)).toHaveLength(1);
 
-      const summary = await restoreFile(file, target.pool, dir);
+      const summary = await restoreFile(big, target.pool, dir, { jobs: 2 });
       expect(summary.rows).toBeGreaterThan(300_000);
       expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
+      expect(await stagingSchemas(target.pool)).toEqual([]);
       expect(fs.readdirSync(dir).filter((n) => n.startsWith('.coffer'))).toEqual([]);
     } finally {
-      await source.drop();
       await target.drop();
+    }
+  }
+
+  test('SIGKILL in the middle of the parallel load leaves the database unchanged, and the next restore works', async () => {
+    await killDuring('kill-load', async (admin) => {
+      // The big table is loading, and two loading connections stand beside the coordinator.
+      const r = await admin.query(
+        `SELECT count(*) FILTER (WHERE query LIKE 'COPY "coffer\\_restore\\_stage\\_%"."events"%' AND state = 'active')::int AS copying,
+                count(*) FILTER (WHERE application_name = 'coffer')::int AS connections
+           FROM pg_stat_activity WHERE datname = current_database()`,
+      );
+      return r.rows[0].copying > 0 && r.rows[0].connections >= 3;
+    });
+  });
+
+  test('SIGKILL while keys and indexes are built leaves the database unchanged, and the next restore works', async () => {
+    // A share lock on the staging events table lets the load through but holds its primary key build
+    // (ALTER TABLE wants an exclusive lock): the restore is caught there, whatever the machine's speed.
+    // It is taken on a connection of its own: inside a transaction, pg_stat_activity does not change.
+    let holder: pg.Client | undefined;
+    try {
+      await killDuring(
+        'kill-index',
+        async (admin, url) => {
+          if (!holder) {
+            const t = await admin.query<{ t: string | null }>(
+              `SELECT format('%I.events', nspname) AS t FROM pg_namespace WHERE nspname LIKE 'coffer\\_restore\\_stage\\_%' AND to_regclass(format('%I.events', nspname)) IS NOT NULL`,
+            );
+            if (!t.rows.length || !t.rows[0].t) return false;
+            holder = new pg.Client({ connectionString: url });
+            await holder.connect();
+            await holder.query('BEGIN');
+            await holder.query(`LOCK TABLE ${t.rows[0].t} IN ACCESS SHARE MODE`);
+          }
+          const r = await admin.query(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND query LIKE 'ALTER TABLE "coffer\\_restore\\_stage\\_%"."events" ADD CONSTRAINT%'`,
+          );
+          return r.rows[0].n > 0;
+        },
+        async () => {
+          await holder?.end();
+          holder = undefined;
+        },
+      );
+    } finally {
+      await holder?.end();
+    }
+  });
+
+  test('the next restore, and service start, remove staging schemas that killed restores left', async () => {
+    const db = await createTestDatabase({ migrated: true });
+    const dir = newDataDir('leftover');
+    try {
+      await seedDomain(db.pool, { events: 5 });
+      const before = await fingerprint(db.pool);
+      await db.pool.query(`CREATE SCHEMA coffer_restore_stage_000000000001; CREATE TABLE coffer_restore_stage_000000000001.events (id bigint)`);
+      await db.pool.query(`CREATE SCHEMA coffer_restore_stage_000000000002`);
+      await repairAfterCrash(dir, db.pool, silentLogger());
+      expect(await stagingSchemas(db.pool)).toEqual([]);
+      expect(await fingerprint(db.pool)).toEqual(before);
+
+      await db.pool.query(`CREATE SCHEMA coffer_restore_stage_000000000003; CREATE TABLE coffer_restore_stage_000000000003.users (id bigint)`);
+      await restoreFile(big, db.pool, dir, { jobs: 1 });
+      expect(await stagingSchemas(db.pool)).toEqual([]);
+      expect(await fingerprint(db.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
+    } finally {
+      await db.drop();
     }
   });
 

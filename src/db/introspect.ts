@@ -73,19 +73,6 @@ export async function listSequences(client: pg.ClientBase, schema = APP_SCHEMA):
   return res.rows.map((r) => ({ schema, name: r.name, min: r.min, max: r.max }));
 }
 
-/**
- * Sequences of the schema that the current transaction created. setval is not transactional: only on
- * these does a rollback undo it (together with the sequence itself).
- */
-export async function sequencesCreatedInTransaction(client: pg.ClientBase, schema = APP_SCHEMA): Promise<Set<string>> {
-  const res = await client.query<{ name: string }>(
-    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relkind = 'S' AND c.xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text`,
-    [schema],
-  );
-  return new Set(res.rows.map((r) => r.name));
-}
-
 export interface TableEstimate {
   name: string;
   /** PostgreSQL's row estimate (pg_class.reltuples), null when the table was never vacuumed or analyzed. */

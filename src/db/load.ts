@@ -8,8 +8,9 @@ import { JsonlToCopy, type CopyColumn } from './jsonl-to-copy';
 import type { TableInfo } from './introspect';
 
 /**
- * SQL and mechanisms for loading an archive into the database. Every function here runs on a client
- * that is inside the restore's transaction: nothing is visible to others until COMMIT.
+ * SQL and mechanisms for loading an archive into the database. Restore runs them against its staging
+ * schema (src/db/staging.ts), on several connections: nothing reaches the live schema until the swap
+ * transaction commits.
  */
 
 const NOT_FROM_EXTENSION = (catalog: string, oid: string) =>
@@ -67,6 +68,8 @@ export interface DeferredConstraint {
 }
 
 export interface DeferredIndex {
+  /** The table the index is on (its schema is the one dropForLoad was given). */
+  table: string;
   name: string;
   definition: string;
 }
@@ -101,8 +104,8 @@ export async function dropForLoad(client: pg.ClientBase, schema: string): Promis
   const keys = await constraintsOf(client, schema, ['p', 'u', 'x']);
   for (const k of keys) await client.query(`ALTER TABLE ${qualified(k.schema, k.table)} DROP CONSTRAINT ${ident(k.name)}`);
   const idx = await client.query<DeferredIndex>(
-    `SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition
-       FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace
+    `SELECT t.relname AS table, i.relname AS name, pg_get_indexdef(i.oid) AS definition
+       FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = i.relnamespace
       WHERE n.nspname = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
       ORDER BY i.relname`,
     [schema],
@@ -118,21 +121,34 @@ export async function dropForLoad(client: pg.ClientBase, schema: string): Promis
 export async function restoreAfterLoad(client: pg.ClientBase, dropped: DroppedForLoad): Promise<void> {
   // Index builds sort in memory up to this; more makes them faster on large tables (transaction-local).
   await client.query(`SET LOCAL maintenance_work_mem = '256MB'`);
-  for (const k of dropped.keys) {
+  await rebuildKeysAndIndexes(client, dropped.keys, dropped.indexes);
+  await addForeignKeys(client, dropped.foreignKeys);
+}
+
+/**
+ * Rebuilds keys, then secondary indexes. Restore gives one connection all of a table's keys and
+ * indexes: ADD PRIMARY KEY takes an exclusive lock on its table, so different tables build side by side.
+ */
+export async function rebuildKeysAndIndexes(client: pg.ClientBase, keys: DeferredConstraint[], indexes: DeferredIndex[]): Promise<void> {
+  for (const k of keys) {
     try {
       await client.query(`ALTER TABLE ${qualified(k.schema, k.table)} ADD CONSTRAINT ${ident(k.name)} ${k.definition}`);
     } catch (err) {
       throw new CofferError('E_RESTORE_FAILED', `the restored data violates ${k.name} on ${k.table}: ${errorMessage(err)}`, { cause: err });
     }
   }
-  for (const i of dropped.indexes) {
+  for (const i of indexes) {
     try {
       await client.query(i.definition);
     } catch (err) {
       throw new CofferError('E_RESTORE_FAILED', `the restored data violates index ${i.name}: ${errorMessage(err)}`, { cause: err });
     }
   }
-  for (const fk of dropped.foreignKeys) {
+}
+
+/** Re-adds foreign keys, one after the other (adding them side by side can deadlock on shared tables). */
+export async function addForeignKeys(client: pg.ClientBase, foreignKeys: DeferredConstraint[]): Promise<void> {
+  for (const fk of foreignKeys) {
     try {
       await client.query(`ALTER TABLE ${qualified(fk.schema, fk.table)} ADD CONSTRAINT ${ident(fk.name)} ${fk.definition}`);
     } catch (err) {

@@ -5,6 +5,7 @@ import { CofferError } from '../core/errors';
 import type { Logger } from '../log';
 import { lockKey } from './locks';
 import { withTransaction } from './pool';
+import { ident, qualified } from './sql';
 
 /** The bookkeeping table. It lives in the application schema and is never backed up or truncated. */
 export const MIGRATIONS_TABLE = 'coffer_migrations';
@@ -26,10 +27,10 @@ export function knownMigrations(dir: string = MIGRATIONS_DIR): Migration[] {
     .map((f) => ({ name: f.replace(/\.sql$/, ''), file: path.join(dir, f) }));
 }
 
-export async function appliedMigrations(client: pg.ClientBase): Promise<{ name: string; applied_at: Date }[]> {
-  const exists = await client.query(`SELECT to_regclass($1) AS t`, [`${APP_SCHEMA}.${MIGRATIONS_TABLE}`]);
+export async function appliedMigrations(client: pg.ClientBase, schema: string = APP_SCHEMA): Promise<{ name: string; applied_at: Date }[]> {
+  const exists = await client.query(`SELECT to_regclass($1) AS t`, [qualified(schema, MIGRATIONS_TABLE)]);
   if (!exists.rows[0].t) return [];
-  const res = await client.query<{ name: string; applied_at: Date }>(`SELECT name, applied_at FROM ${APP_SCHEMA}.${MIGRATIONS_TABLE} ORDER BY name`);
+  const res = await client.query<{ name: string; applied_at: Date }>(`SELECT name, applied_at FROM ${qualified(schema, MIGRATIONS_TABLE)} ORDER BY name`);
   return res.rows;
 }
 
@@ -38,6 +39,13 @@ export interface MigrateOptions {
   to?: string;
   log?: Logger;
   known?: Migration[];
+  /**
+   * The schema to migrate (restore builds its new data in a staging schema). The migrations are
+   * unqualified SQL: they run with search_path set to this schema alone, for the rest of the
+   * transaction's migration work, and the caller's search_path is put back afterwards.
+   * Default: the application schema, with the session's search_path untouched.
+   */
+  schema?: string;
 }
 
 /**
@@ -46,9 +54,24 @@ export interface MigrateOptions {
  */
 export async function migrateInTransaction(client: pg.ClientBase, opts: MigrateOptions = {}): Promise<string[]> {
   const known = opts.known ?? knownMigrations();
+  const schema = opts.schema ?? APP_SCHEMA;
+  const bookkeeping = schema === APP_SCHEMA ? `${APP_SCHEMA}.${MIGRATIONS_TABLE}` : qualified(schema, MIGRATIONS_TABLE);
   await client.query('SELECT pg_advisory_xact_lock($1)', [lockKey('migrate')]);
-  await client.query(`CREATE TABLE IF NOT EXISTS ${APP_SCHEMA}.${MIGRATIONS_TABLE} (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
-  const applied = new Set((await appliedMigrations(client)).map((r) => r.name));
+  let previousPath: string | undefined;
+  if (opts.schema !== undefined) {
+    previousPath = (await client.query<{ p: string }>(`SELECT current_setting('search_path') AS p`)).rows[0].p;
+    await client.query(`SELECT set_config('search_path', $1, true)`, [ident(schema)]);
+  }
+  try {
+    return await applyPending(client, known, schema, bookkeeping, opts);
+  } finally {
+    if (previousPath !== undefined) await client.query(`SELECT set_config('search_path', $1, true)`, [previousPath]).catch(() => undefined);
+  }
+}
+
+async function applyPending(client: pg.ClientBase, known: Migration[], schema: string, bookkeeping: string, opts: MigrateOptions): Promise<string[]> {
+  await client.query(`CREATE TABLE IF NOT EXISTS ${bookkeeping} (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
+  const applied = new Set((await appliedMigrations(client, schema)).map((r) => r.name));
   const knownNames = new Set(known.map((m) => m.name));
   const unknown = [...applied].filter((n) => !knownNames.has(n));
   if (unknown.length > 0) {
@@ -68,7 +91,7 @@ export async function migrateInTransaction(client: pg.ClientBase, opts: MigrateO
     if (applied.has(m.name)) continue;
     opts.log?.info({ migration: m.name }, 'applying migration');
     await client.query(fs.readFileSync(m.file, 'utf8'));
-    await client.query(`INSERT INTO ${APP_SCHEMA}.${MIGRATIONS_TABLE} (name) VALUES ($1)`, [m.name]);
+    await client.query(`INSERT INTO ${bookkeeping} (name) VALUES ($1)`, [m.name]);
     done.push(m.name);
   }
   return done;

@@ -114,14 +114,11 @@ export class RestoreProgressMeter {
     let done = p.fileBytes;
     let rows = 0;
     if (p.phase !== 'files') {
-      done = this.fileBytes;
-      for (let i = 0; i < p.tablesDone && i < this.manifest.tables.length; i++) {
-        done += Math.max(1024, this.manifest.tables[i].bytes);
-        rows += this.manifest.tables[i].rows;
-      }
-      const current = this.manifest.tables.find((t) => `${t.schema}.${t.name}` === p.table);
-      if (p.phase === 'database' && current && current.rows > 0) done += (Math.min(p.rows, current.rows) / current.rows) * Math.max(1024, current.bytes);
-      if (p.phase === 'database') rows += p.rows;
+      // Tables load side by side: p.rows counts the rows of all of them, and stands for the bytes.
+      const totalRows = this.manifest.tables.reduce((n, t) => n + t.rows, 0);
+      const allLoaded = p.tablesDone >= p.tablesTotal;
+      rows = p.phase === 'database' ? Math.min(p.rows, totalRows) : allLoaded ? totalRows : 0;
+      done = this.fileBytes + (totalRows > 0 ? (rows / totalRows) * this.tableBytes : allLoaded ? this.tableBytes : 0);
     }
     const fraction = p.phase === 'constraints' || p.phase === 'swap' ? 0.99 : (done / total) * 0.95;
     return { phase: p.phase, percent: clampPercent(fraction), rows, bytes: done, eta_s: eta(fraction, this.startedAt) };

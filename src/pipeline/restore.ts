@@ -1,13 +1,36 @@
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import type pg from 'pg';
 import { CofferError, errorMessage } from '../core/errors';
 import type { ProgressCounts } from '../core/types';
 import type { Manifest, ManifestTable } from '../core/manifest';
 import { keepLiveAuditLog, putBackLiveAuditLog, writeBackupLog, type Actor } from '../db/backup-log';
-import { listSequences, listTables, sequencesCreatedInTransaction, type TableInfo } from '../db/introspect';
-import { canLoadDirect, checkDeferredConstraints, createStage, dropForLoad, flushSchema, loadTable, loadTableDirect, restoreAfterLoad, setSequence, truncateTables } from '../db/load';
-import { lockKey } from '../db/locks';
+import { listSequences, listTables, type TableInfo } from '../db/introspect';
+import {
+  addForeignKeys,
+  canLoadDirect,
+  checkDeferredConstraints,
+  createStage,
+  dropForLoad,
+  flushSchema,
+  loadTable,
+  loadTableDirect,
+  rebuildKeysAndIndexes,
+  setSequence,
+  truncateTables,
+  type DroppedForLoad,
+} from '../db/load';
 import { APP_SCHEMA, migrateInTransaction } from '../db/migrate';
+import {
+  cancelBackends,
+  createStagingSchema,
+  dropLeftoverStagingSchemas,
+  dropStagingSchema,
+  moveStagingObjects,
+  newStagingSchemaName,
+  releaseRestoreLock,
+  tryRestoreLock,
+} from '../db/staging';
 import type { Logger } from '../log';
 import {
   abandonStaged,
@@ -19,7 +42,7 @@ import {
   writeJournal,
   type StagedFiles,
 } from '../storage/restore-files';
-import { archiveLevel, migrationLevelProblem, planTables, refuse, schemaForArchive, sequenceProblems } from './archive-plan';
+import { archiveLevel, migrationLevelProblem, planTables, refuse, schemaForArchive, sequenceProblems, type TablePlan } from './archive-plan';
 import { Meter, through } from './meter';
 import { checkMigrationsKnown, type OpenedArchive } from './open-archive';
 
@@ -39,6 +62,8 @@ export interface RestoreRequest {
   force?: boolean;
   /** Shown in backup_log (e.g. the archive's file name and sha256). */
   source?: Record<string, unknown>;
+  /** Connections that load tables and build indexes side by side (default min(4, CPU cores)). */
+  jobs?: number;
   onProgress?: (p: RestoreProgress) => void;
 }
 
@@ -75,6 +100,7 @@ export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummar
   const { unknown } = checkMigrationsKnown(manifest, !!req.force);
   if (!req.skipDatabase && !req.pool) throw new CofferError('E_INTERNAL', 'restore of the database needs a connection pool');
   if (!req.skipDatabase) checkBeforeTouching(manifest, !!req.force);
+  if (req.jobs !== undefined) checkRestoreJobs(req.jobs);
   const progress: RestoreProgress = { phase: 'files', tablesDone: 0, tablesTotal: manifest.tables.length, rows: 0, files: 0, fileBytes: 0 };
   const report = () => req.onProgress?.({ ...progress });
 
@@ -145,60 +171,50 @@ async function restoreDatabase(
   progress: RestoreProgress,
   report: () => void,
 ): Promise<number> {
-  const client = await req.pool!.connect();
-  let committed = false;
+  const pool = req.pool!;
+  const jobs = connectionsFor(pool, req.jobs ?? defaultRestoreJobs());
+  const coordinator = await pool.connect();
+  let destroy = false;
+  let locked = false;
+  // Set while a staging schema of this restore may exist; cleared once the swap has committed.
+  let stage: string | undefined;
+  let mark = Date.now();
+  const phase = (what: string, extra: Record<string, unknown> = {}) => {
+    req.log.debug({ ms: Date.now() - mark, ...extra }, `restore: ${what}`);
+    mark = Date.now();
+  };
   try {
-    await client.query('BEGIN');
-    const locked = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS ok', [lockKey('restore')]);
-    if (!locked.rows[0].ok) throw new CofferError('E_RESTORE_RUNNING', 'another restore is running on this database');
+    locked = await tryRestoreLock(coordinator);
+    if (!locked) throw new CofferError('E_RESTORE_RUNNING', 'another restore is running on this database');
+    const leftovers = await dropLeftoverStagingSchemas(coordinator);
+    if (leftovers.length) req.log.info({ schemas: leftovers }, 'restore: removed the staging schemas of interrupted restores');
 
-    let mark = Date.now();
-    const phase = (what: string, extra: Record<string, unknown> = {}) => {
-      req.log.debug({ ms: Date.now() - mark, ...extra }, `restore: ${what}`);
-      mark = Date.now();
-    };
-    const hadAuditLog = await keepLiveAuditLog(client);
-    // Flush, then migrate to exactly the archive's level, so tables match what the archive holds.
-    await flushSchema(client, APP_SCHEMA);
-    const level = archiveLevel(manifest);
-    if (level) await migrateInTransaction(client, { to: level, log: req.log });
-    const tables = await listTables(client, APP_SCHEMA);
-    const { plan, problems } = planTables(manifest, tables, { force: !!req.force, where: 'this database schema' });
-    refuse(problems);
-    await truncateTables(client, tables);
-    const dropped = await dropForLoad(client, APP_SCHEMA);
-    await createStage(client);
-    phase('flushed, migrated to the archive level, prepared tables');
+    stage = newStagingSchemaName();
+    const { plan, dropped } = await prepareStage(req, coordinator, stage, manifest);
+    phase('created the staging schema, migrated it to the archive level, prepared tables', { jobs });
 
     progress.phase = 'database';
-    let rows = 0;
-    for (const { entry, table } of plan) {
-      progress.table = `${table.schema}.${table.name}`;
-      progress.rows = 0;
-      report();
-      rows += await loadEntry(req, client, entry, table, progress);
-      progress.tablesDone++;
-      phase('loaded table', { table: table.name, rows: entry.rows });
-    }
-    await checkSequencesInTransaction(client, manifest);
-    for (const s of manifest.sequences) {
-      try {
-        await setSequence(client, s.schema, s.name, String(s.last_value), s.is_called);
-      } catch (err) {
-        throw new CofferError('E_RESTORE_FAILED', `cannot set sequence ${s.schema}.${s.name}: ${errorMessage(err)}`, { cause: err });
-      }
-    }
-
-    progress.phase = 'constraints';
-    progress.table = undefined;
     report();
-    await restoreAfterLoad(client, dropped);
-    phase('rebuilt keys and indexes, checked foreign keys');
+    await setSequences(coordinator, stage, manifest);
+    const rows = await loadAndRebuild(req, pool, coordinator, jobs, stage, plan, dropped, progress, report);
+    phase('loaded tables, rebuilt keys and indexes', { tables: plan.length, rows });
+    await inTransaction(coordinator, () => addForeignKeys(coordinator, dropped.foreignKeys));
+    phase('checked foreign keys');
     // Later migrations run on the restored data, as an upgrade would.
-    await migrateInTransaction(client, { log: req.log });
-    await checkDeferredConstraints(client);
-    if (hadAuditLog) await putBackLiveAuditLog(client);
-    await writeBackupLog(client, 'restore', req.actor, {
+    const staging = stage;
+    await inTransaction(coordinator, async () => {
+      await migrateInTransaction(coordinator, { log: req.log, schema: staging });
+      await checkDeferredConstraints(coordinator);
+    });
+    phase('migrated the staging schema to the latest level');
+
+    // The one short transaction that touches the live schema: flush it, move the staging objects in.
+    await coordinator.query('BEGIN');
+    const hadAuditLog = await keepLiveAuditLog(coordinator);
+    await flushSchema(coordinator, APP_SCHEMA);
+    await moveStagingObjects(coordinator, stage, APP_SCHEMA);
+    if (hadAuditLog) await putBackLiveAuditLog(coordinator);
+    await writeBackupLog(coordinator, 'restore', req.actor, {
       restore_id: id,
       ...req.source,
       archive_started_at: manifest.started_at,
@@ -210,22 +226,252 @@ async function restoreDatabase(
     });
     if (staged) writeJournal(req.dataDir, { id, staging: staged.staging, phase: 'prepared', database: true });
     try {
-      await client.query('COMMIT');
+      await coordinator.query('COMMIT');
     } catch (err) {
+      destroy = true;
       throw new CommitOutcomeUnknown(
         'E_RESTORE_FAILED',
         `the connection failed during COMMIT, so whether the database was restored is unknown: ${errorMessage(err)}; the staged upload folders are kept, and the next coffer restore or service start finishes or undoes the restore`,
         { cause: err },
       );
     }
-    committed = true;
+    stage = undefined;
+    phase('swapped the staging schema in');
     return rows;
+  } catch (err) {
+    if (!destroy) {
+      await coordinator.query('ROLLBACK').catch(() => undefined);
+      // Best effort: what is left is removed by the next restore.
+      const leftover = stage;
+      if (leftover) {
+        await dropStagingSchema(coordinator, leftover).catch((e: unknown) => {
+          destroy = true;
+          req.log.warn({ err: errorMessage(e), schema: leftover }, 'restore: could not drop the staging schema; the next restore removes it');
+        });
+      }
+    }
+    throw err;
+  } finally {
+    if (locked && !destroy) {
+      await releaseRestoreLock(coordinator).catch(() => {
+        destroy = true;
+      });
+    }
+    coordinator.release(destroy);
+  }
+}
+
+/** How many connections load tables side by side when the request names none: min(4, CPU cores). */
+export function defaultRestoreJobs(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism()));
+}
+
+/** The largest number of restore jobs accepted. */
+export const MAX_RESTORE_JOBS = 64;
+
+/** Checks a requested number of restore connections. */
+export function checkRestoreJobs(jobs: number): number {
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_RESTORE_JOBS) {
+    throw new CofferError('E_USAGE', `the number of restore jobs must be a whole number from 1 to ${MAX_RESTORE_JOBS}, not ${jobs}`);
+  }
+  return jobs;
+}
+
+/** The loading connections come from the pool beside the coordinator's: at most the pool's size less one. */
+function connectionsFor(pool: pg.Pool, jobs: number): number {
+  checkRestoreJobs(jobs);
+  const max = pool.options.max ?? 10;
+  return Math.max(1, Math.min(jobs, max - 1));
+}
+
+async function inTransaction<T>(client: pg.PoolClient, fn: () => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  try {
+    const result = await fn();
+    await client.query('COMMIT');
+    return result;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
-  } finally {
-    client.release(!committed);
   }
+}
+
+/**
+ * Creates the staging schema and, in one transaction, brings it to exactly the archive's level, so its
+ * tables match what the archive holds; then empties the tables and drops keys, indexes and foreign keys
+ * for the load. The staging schema is committed: the loading connections must see it.
+ */
+async function prepareStage(req: RestoreRequest, client: pg.PoolClient, stage: string, manifest: Manifest): Promise<{ plan: TablePlan[]; dropped: DroppedForLoad }> {
+  return inTransaction(client, async () => {
+    await createStagingSchema(client, stage);
+    const level = archiveLevel(manifest);
+    if (level) await migrateInTransaction(client, { to: level, log: req.log, schema: stage });
+    const tables = await listTables(client, stage);
+    // The archive names the application schema; its tables are matched by name to the staging ones.
+    const { plan, problems } = planTables(
+      manifest,
+      tables.map((t) => ({ ...t, schema: APP_SCHEMA })),
+      { force: !!req.force, where: 'this database schema' },
+    );
+    refuse(problems);
+    await truncateTables(client, tables);
+    const dropped = await dropForLoad(client, stage);
+    return { plan: plan.map((p) => ({ entry: p.entry, table: { ...p.table, schema: stage } })), dropped };
+  });
+}
+
+/**
+ * setval is not transactional, so a restore sets only sequences it created itself: those of its
+ * staging schema, which a failure drops with everything else. The live sequences are never set.
+ */
+async function setSequences(client: pg.PoolClient, stage: string, manifest: Manifest): Promise<void> {
+  refuse(sequenceProblems(manifest, await listSequences(client, stage), 'this database schema'));
+  for (const s of manifest.sequences) {
+    try {
+      await setSequence(client, stage, s.name, String(s.last_value), s.is_called);
+    } catch (err) {
+      throw new CofferError('E_RESTORE_FAILED', `cannot set sequence ${s.schema}.${s.name}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+}
+
+/** Biggest first (by the bytes the manifest gives), so the longest load starts at once. */
+function biggestFirst(plan: TablePlan[]): TablePlan[] {
+  return [...plan].sort((a, b) => b.entry.bytes - a.entry.bytes || a.entry.name.localeCompare(b.entry.name));
+}
+
+type Task = { load: TablePlan } | { rebuild: string };
+
+/**
+ * Loads the tables over `jobs` connections, biggest first, and rebuilds each table's keys and indexes
+ * (all of one table on one connection: ADD PRIMARY KEY locks its table exclusively) as soon as it is
+ * loaded, ahead of the loads still waiting: the index builds of the small tables overlap the big load.
+ * Returns the rows loaded.
+ */
+async function loadAndRebuild(
+  req: RestoreRequest,
+  pool: pg.Pool,
+  coordinator: pg.PoolClient,
+  jobs: number,
+  stage: string,
+  plan: TablePlan[],
+  dropped: DroppedForLoad,
+  progress: RestoreProgress,
+  report: () => void,
+): Promise<number> {
+  const rebuild = new Set([...dropped.keys.filter((k) => k.schema === stage).map((k) => k.table), ...dropped.indexes.map((i) => i.table)]);
+  const loaded = new Set(plan.map((p) => p.table.name));
+  // Tables that get no rows (never backed up, or restored empty) can be rebuilt at any time: last.
+  const tasks: Task[] = [...biggestFirst(plan).map((p) => ({ load: p })), ...[...rebuild].filter((t) => !loaded.has(t)).sort().map((t) => ({ rebuild: t }))];
+  // Index builds sort in memory up to this; the connections building side by side share the budget.
+  const memory = Math.min(256, Math.max(64, Math.floor(512 / jobs)));
+
+  let rowsDone = 0;
+  const loading = new Set<Meter>();
+  const tick = () => {
+    let rows = rowsDone;
+    for (const m of loading) rows += m.lines;
+    progress.rows = rows;
+  };
+  const ticker = setInterval(() => {
+    if (progress.phase !== 'database') return;
+    tick();
+    report();
+  }, 250);
+  try {
+    await inParallel(pool, coordinator, jobs, tasks, async (client, task, queue) => {
+      if ('rebuild' in task) {
+        await inTransaction(client, async () => {
+          await client.query(`SET LOCAL maintenance_work_mem = '${memory}MB'`);
+          await rebuildKeysAndIndexes(
+            client,
+            dropped.keys.filter((k) => k.schema === stage && k.table === task.rebuild),
+            dropped.indexes.filter((i) => i.table === task.rebuild),
+          );
+        });
+        return;
+      }
+      const { entry, table } = task.load;
+      const meter = new Meter({ lines: true });
+      progress.table = `${entry.schema}.${entry.name}`;
+      loading.add(meter);
+      report();
+      try {
+        await inTransaction(client, async () => {
+          if (!canLoadDirect(table)) await createStage(client);
+          await loadEntry(req, client, entry, table, meter);
+        });
+      } finally {
+        loading.delete(meter);
+      }
+      rowsDone += entry.rows;
+      progress.tablesDone++;
+      tick();
+      report();
+      if (progress.tablesDone === plan.length) {
+        progress.phase = 'constraints';
+        progress.table = undefined;
+        report();
+      }
+      if (rebuild.has(table.name)) queue.unshift({ rebuild: table.name });
+    });
+  } finally {
+    clearInterval(ticker);
+  }
+  if (progress.phase !== 'constraints') {
+    progress.phase = 'constraints';
+    progress.table = undefined;
+    report();
+  }
+  return rowsDone;
+}
+
+/**
+ * Runs work(item) for every item over up to `jobs` pooled connections (work may queue more). The first failure stops the
+ * rest: no new item starts, and the statements still running are cancelled (through the coordinator),
+ * so the caller can drop the staging schema at once. Resolves when every connection is back.
+ */
+async function inParallel<T>(
+  pool: pg.Pool,
+  coordinator: pg.PoolClient,
+  jobs: number,
+  items: T[],
+  work: (client: pg.PoolClient, item: T, queue: T[]) => Promise<void>,
+): Promise<void> {
+  const queue = [...items];
+  const busy = new Set<number>();
+  let failure: { err: unknown } | undefined;
+  const fail = async (err: unknown) => {
+    if (failure) return;
+    failure = { err };
+    await cancelBackends(coordinator, [...busy]).catch(() => undefined);
+  };
+  const worker = async () => {
+    let client: pg.PoolClient | undefined;
+    let broken = false;
+    try {
+      client = await pool.connect();
+      const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      for (let item = queue.shift(); item !== undefined && !failure; item = queue.shift()) {
+        busy.add(pid);
+        try {
+          await work(client, item, queue);
+          busy.delete(pid);
+        } catch (err) {
+          broken = true;
+          busy.delete(pid);
+          await fail(err);
+        }
+      }
+    } catch (err) {
+      broken = true;
+      await fail(err);
+    } finally {
+      client?.release(broken);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, items.length)) }, worker));
+  if (failure) throw failure.err;
 }
 
 /**
@@ -241,36 +487,10 @@ function checkBeforeTouching(manifest: Manifest, force: boolean): void {
   refuse([...tables, ...sequenceProblems(manifest, known?.schema.sequences, where)]);
 }
 
-/**
- * setval is not transactional: a rollback undoes it only on a sequence the transaction created.
- * Every sequence the manifest sets must be such a one (the flush dropped the schema's sequences and
- * the migrations created them anew); anything else is refused before a value is set.
- */
-async function checkSequencesInTransaction(client: pg.PoolClient, manifest: Manifest): Promise<void> {
-  const live = await listSequences(client, APP_SCHEMA);
-  const problems = sequenceProblems(manifest, live, 'this database schema');
-  const created = await sequencesCreatedInTransaction(client, APP_SCHEMA);
-  for (const s of manifest.sequences) {
-    if (live.some((l) => l.name === s.name) && !created.has(s.name)) {
-      problems.push(`sequence ${s.schema}.${s.name} was not created by this restore, so setting it could not be undone`);
-    }
-  }
-  refuse(problems);
-}
-
-async function loadEntry(req: RestoreRequest, client: pg.PoolClient, entry: ManifestTable, table: TableInfo, progress: RestoreProgress): Promise<number> {
-  const meter = new Meter({ lines: true });
-  const ticker = setInterval(() => {
-    progress.rows = meter.lines;
-    req.onProgress?.({ ...progress });
-  }, 250);
-  let inserted: number;
-  try {
-    const lines = through(await req.archive.zip.openEntry(entry.entry), meter);
-    inserted = canLoadDirect(table) ? await loadTableDirect(client, table, entry.entry, lines) : await loadTable(client, table, entry.entry, lines);
-  } finally {
-    clearInterval(ticker);
-  }
+/** Loads one archive entry into its (staging) table, with every check against the manifest. */
+async function loadEntry(req: RestoreRequest, client: pg.PoolClient, entry: ManifestTable, table: TableInfo, meter: Meter): Promise<number> {
+  const lines = through(await req.archive.zip.openEntry(entry.entry), meter);
+  const inserted = canLoadDirect(table) ? await loadTableDirect(client, table, entry.entry, lines) : await loadTable(client, table, entry.entry, lines);
   if (meter.bytes !== entry.bytes || meter.sha256 !== entry.sha256) {
     throw new CofferError('E_ARCHIVE_CHECKSUM', `${entry.entry}: sha256 ${meter.sha256} does not match manifest.json (${entry.sha256})`);
   }
@@ -285,7 +505,8 @@ async function loadEntry(req: RestoreRequest, client: pg.PoolClient, entry: Mani
 
 /**
  * Run at service start: finishes (or undoes) a restore that was interrupted between its COMMIT and
- * the swap of the upload folders. Skipped while another restore holds the lock.
+ * the swap of the upload folders, and removes the staging schemas of killed restores. Skipped while
+ * another restore holds the lock.
  */
 export async function repairAfterCrash(dataDir: string, pool: pg.Pool, log: Logger): Promise<void> {
   let release: () => void;
@@ -297,7 +518,27 @@ export async function repairAfterCrash(dataDir: string, pool: pg.Pool, log: Logg
   }
   try {
     await repairInterruptedRestore(dataDir, log, restoreCommitted(pool));
+    await dropLeftoverStaging(pool, log);
   } finally {
     release();
+  }
+}
+
+/** Removes the staging schemas killed restores left, unless a restore (on any host) is running. */
+async function dropLeftoverStaging(pool: pg.Pool, log: Logger): Promise<void> {
+  const client = await pool.connect();
+  let destroy = false;
+  try {
+    if (!(await tryRestoreLock(client))) return;
+    try {
+      const dropped = await dropLeftoverStagingSchemas(client);
+      if (dropped.length) log.info({ schemas: dropped }, 'removed the staging schemas of interrupted restores');
+    } finally {
+      await releaseRestoreLock(client).catch(() => {
+        destroy = true;
+      });
+    }
+  } finally {
+    client.release(destroy);
   }
 }

@@ -7,7 +7,7 @@ import { CofferError } from '../../core/errors';
 import { openDatabase } from '../../db/connect';
 import { describeUrl } from '../../db/pool';
 import { openArchive } from '../../pipeline/open-archive';
-import { restoreArchive, type RestoreProgress } from '../../pipeline/restore';
+import { defaultRestoreJobs, MAX_RESTORE_JOBS, restoreArchive, type RestoreProgress } from '../../pipeline/restore';
 import { spoolName } from '../../storage/restore-files';
 import { resolveDatabaseUrl, withDatabaseUrlOptions, type DatabaseUrlOptions } from '../database-url';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
@@ -20,6 +20,7 @@ interface RestoreOptions extends KeyOptions, DatabaseUrlOptions {
   skipDatabase?: boolean;
   force?: boolean;
   yes?: boolean;
+  jobs?: string;
 }
 
 /** stdin is spooled (still encrypted, if it was) to a private file: the zip reader needs to seek. */
@@ -70,8 +71,13 @@ export function registerRestore(program: Command): void {
     .option('--skip-database', 'restore only the upload folders')
     .option('--force', 'restore an archive from a newer build, or one missing tables')
     .option('-y, --yes', 'do not ask for confirmation')
+    .option('--jobs <n>', 'connections that load tables and build indexes side by side (default: min(4, CPU cores))')
     .action(async (file: string | undefined, opts: RestoreOptions) => {
       if (opts.skipFiles && opts.skipDatabase) throw new CofferError('E_USAGE', '--skip-files and --skip-database together leave nothing to restore');
+      const jobs = opts.jobs === undefined ? defaultRestoreJobs() : Number(opts.jobs);
+      if (!(/^\d+$/.test(opts.jobs ?? '1') && Number.isInteger(jobs) && jobs >= 1 && jobs <= MAX_RESTORE_JOBS)) {
+        throw new CofferError('E_USAGE', `--jobs must be a whole number from 1 to ${MAX_RESTORE_JOBS}`);
+      }
       const rt = runtime({ quietByDefault: true });
       const databaseUrl = resolveDatabaseUrl(opts);
       const fromStdin = file === undefined || file === '-';
@@ -85,7 +91,8 @@ export function registerRestore(program: Command): void {
             const ok = await confirm(`This replaces ${what} with the archive from ${archive.manifest.started_at}. Type 'yes' to continue: `);
             if (!ok) throw new CofferError('E_ABORTED', 'restore cancelled; nothing was changed');
           }
-          const db = opts.skipDatabase ? undefined : await openDatabase(rt.config, rt.log, { url: databaseUrl });
+          // One connection coordinates, `jobs` load beside it.
+          const db = opts.skipDatabase ? undefined : await openDatabase(rt.config, rt.log, { url: databaseUrl, poolMax: Math.max(10, jobs + 1) });
           try {
             const progress = new ProgressLine();
             const startedAt = Date.now();
@@ -98,6 +105,7 @@ export function registerRestore(program: Command): void {
               skipFiles: opts.skipFiles,
               skipDatabase: opts.skipDatabase,
               force: opts.force,
+              jobs,
               // The sha256 of the archive as a file: it matches the backup_finished row of the backup it came from.
               source: { archive: label, archive_bytes: fs.statSync(archivePath).size, archive_sha256: await sha256File(archivePath) },
               onProgress: (p) => progress.update(describeProgress(p, startedAt)),
