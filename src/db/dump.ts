@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { Readable } from 'node:stream';
 import { CofferError } from '../core/errors';
-import { ident, qualified } from './sql';
+import { ident, literal, qualified } from './sql';
 import type { SequenceInfo, TableInfo } from './introspect';
 
 /**
@@ -19,6 +19,28 @@ export function copyOutSql(table: TableInfo): string {
 /** A stream of the table's rows as JSONL, in primary-key order, from the client's snapshot. */
 export function copyOutTable(client: pg.PoolClient, table: TableInfo): Readable {
   return client.query(copyTo(copyOutSql(table)));
+}
+
+/**
+ * Opens the snapshot every backup connection reads from. DEFERRABLE is kept for what it says (it has
+ * effect only under SERIALIZABLE): the snapshot never blocks writers and writers never disturb it.
+ */
+export async function beginSnapshot(client: pg.ClientBase): Promise<void> {
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY, DEFERRABLE');
+}
+
+/** Names the open snapshot so that other connections can share it (valid while this transaction lasts). */
+export async function exportSnapshot(client: pg.ClientBase): Promise<string> {
+  const res = await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
+  return res.rows[0].id;
+}
+
+/** Starts a transaction on `client` that sees exactly the exported snapshot `id`, as pg_dump -j's workers do. */
+export async function joinSnapshot(client: pg.ClientBase, id: string): Promise<void> {
+  if (!/^[0-9A-Fa-f-]+$/.test(id)) throw new CofferError('E_INTERNAL', `unexpected snapshot id '${id}'`);
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+  // SET TRANSACTION takes no parameters.
+  await client.query(`SET TRANSACTION SNAPSHOT ${literal(id)}`);
 }
 
 export async function sequenceState(client: pg.ClientBase, seq: SequenceInfo): Promise<{ last_value: string; is_called: boolean }> {
