@@ -90,6 +90,13 @@ interface Snapshot {
   tables: TableInfo[];
   migrations: string[];
   serverVersion: string;
+  /**
+   * Called when a connection fails while no query is running on it (killed while idle in its
+   * transaction, say): the backup must stop, and the event must not go unhandled.
+   */
+  onLost: (err: Error) => void;
+  /** Ends every connection's transaction and gives it back (clean) or closes it; frees the lock either way. */
+  close(clean: boolean): Promise<void>;
 }
 
 /**
@@ -97,8 +104,27 @@ interface Snapshot {
  * when another backup holds the lock, so the endpoint can still answer 409.
  */
 async function openSnapshot(pool: pg.Pool, jobs: number): Promise<Snapshot> {
-  const client = await pool.connect();
+  let lostBefore: Error | undefined;
+  const snap: Pick<Snapshot, 'onLost'> = { onLost: (err) => (lostBefore ??= err) };
+  const onError = (err: Error) => snap.onLost(err);
+  const watch = (c: pg.PoolClient) => c.on('error', onError);
+  const unwatch = (c: pg.PoolClient) => c.removeListener('error', onError);
+  const client = watch(await pool.connect()) as pg.PoolClient;
   const workers: pg.PoolClient[] = [];
+  const closeAll = async (clean: boolean) => {
+    for (const c of [client, ...workers]) {
+      // A connection that was mid-COPY cannot be reused: closing it ends the snapshot (and the lock).
+      let reusable = false;
+      if (clean) {
+        reusable = await c.query('COMMIT').then(
+          () => (c === client ? c.query('SELECT pg_advisory_unlock($1)', [lockKey('backup')]).then(() => true) : true),
+          () => false,
+        ).catch(() => false);
+      }
+      unwatch(c);
+      c.release(!reusable);
+    }
+  };
   try {
     const locked = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [lockKey('backup')]);
     if (!locked.rows[0].ok) throw new CofferError('E_BACKUP_RUNNING', 'a backup is already running; try again when it has finished');
@@ -111,18 +137,18 @@ async function openSnapshot(pool: pg.Pool, jobs: number): Promise<Snapshot> {
     if (extra > 0) {
       const id = await exportSnapshot(client);
       for (let i = 0; i < extra; i++) {
-        const worker = await pool.connect();
+        const worker = watch(await pool.connect()) as pg.PoolClient;
         workers.push(worker);
         // Sizes are read before the worker joins the snapshot: tableEstimates runs its own transaction.
         if (i === 0) sizes = await tableSizes(worker);
         await joinSnapshot(worker, id);
       }
     }
-    return { client, workers, sizes, tables, migrations, serverVersion };
+    if (lostBefore) throw lostBefore;
+    return Object.assign(snap, { client, workers, sizes, tables, migrations, serverVersion, close: closeAll });
   } catch (err) {
     // Dropping the connection releases the advisory lock and the snapshot together.
-    client.release(true);
-    for (const w of workers) w.release(true);
+    await closeAll(false);
     throw err;
   }
 }
@@ -224,8 +250,7 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
     if (req.encryption) encryptor = await createEncryptStream(req.encryption);
     await writeBackupLog(req.pool, 'backup_started', req.actor, { via: req.via, encrypted });
   } catch (err) {
-    snap.client.release(true);
-    for (const w of snap.workers) w.release(true);
+    await snap.close(false);
     throw err;
   }
 
@@ -247,6 +272,11 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
     }
     pipelineDone();
   }) as Transform;
+  snap.onLost = (err) => {
+    const failure = new CofferError('E_BACKUP_FAILED', `backup failed: a database connection was lost: ${errorMessage(err)}`, { cause: err });
+    zip.abort(failure);
+    stop.abort(failure);
+  };
 
   const result = (async (): Promise<BackupResult> => {
     let manifest: Manifest | undefined;
@@ -255,7 +285,6 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
       manifest = await produce(req, snap, zip, started, () => meter.bytes, stop.signal);
       await pipelineFinished;
       if (pipelineError) throw pipelineError;
-      await snap.client.query('COMMIT');
       cleanClose = true;
     } catch (err) {
       const failure = isCofferError(err) ? err : new CofferError('E_BACKUP_FAILED', `backup failed: ${errorMessage(err)}`, { cause: err });
@@ -267,17 +296,7 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
       req.log.warn({ code: failure.code }, failure.message);
       throw failure;
     } finally {
-      if (cleanClose) {
-        await snap.client.query('SELECT pg_advisory_unlock($1)', [lockKey('backup')]).catch(() => undefined);
-        snap.client.release();
-      } else {
-        // A connection that was mid-COPY cannot be reused: closing it ends the snapshot and the lock.
-        snap.client.release(true);
-      }
-      for (const w of snap.workers) {
-        if (cleanClose) await w.query('COMMIT').then(() => w.release(), () => w.release(true));
-        else w.release(true);
-      }
+      await snap.close(cleanClose);
     }
     const res: BackupResult = { bytes: meter.bytes, sha256: meter.sha256, durationMs: Date.now() - started.getTime(), encrypted, manifest };
     await writeBackupLog(req.pool, 'backup_finished', req.actor, { via: req.via, encrypted, bytes: res.bytes, sha256: res.sha256, duration_ms: res.durationMs, tables: manifest.tables.length, file_errors: manifest.file_errors.length });
