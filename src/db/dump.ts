@@ -43,6 +43,25 @@ export async function joinSnapshot(client: pg.ClientBase, id: string): Promise<v
   await client.query(`SET TRANSACTION SNAPSHOT ${literal(id)}`);
 }
 
+/**
+ * Table sizes in bytes (heap plus TOAST, partitions summed) from the pages VACUUM/ANALYZE last counted:
+ * catalog reads only, so a table locked by someone else cannot hold the backup up before it starts.
+ */
+export async function tableSizesFromCatalog(client: pg.ClientBase, schema: string): Promise<Map<string, number>> {
+  const res = await client.query<{ name: string; bytes: string }>(
+    `SELECT c.relname AS name,
+            (COALESCE(sum(p.relpages + COALESCE(t.relpages, 0)), 0) * current_setting('block_size')::bigint)::text AS bytes
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       CROSS JOIN LATERAL (SELECT c.oid AS relid WHERE c.relkind = 'r'
+                           UNION ALL SELECT pt.relid FROM pg_partition_tree(c.oid) pt WHERE c.relkind = 'p' AND pt.isleaf) l
+       JOIN pg_class p ON p.oid = l.relid LEFT JOIN pg_class t ON t.oid = p.reltoastrelid
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+      GROUP BY c.relname`,
+    [schema],
+  );
+  return new Map(res.rows.map((r) => [r.name, Number(r.bytes)]));
+}
+
 export async function sequenceState(client: pg.ClientBase, seq: SequenceInfo): Promise<{ last_value: string; is_called: boolean }> {
   const res = await client.query<{ last_value: string; is_called: boolean }>(`SELECT last_value::text AS last_value, is_called FROM ${qualified(seq.schema, seq.name)}`);
   return res.rows[0];

@@ -9,8 +9,8 @@ import type { ProgressCounts } from '../core/types';
 import { APP_NAME, APP_VERSION, ARCHIVE_FORMAT, type Manifest, type ManifestFolder, type ManifestSequence, type ManifestTable } from '../core/manifest';
 import { createEncryptStream, type KeySource } from '../crypto';
 import { writeBackupLog, type Actor } from '../db/backup-log';
-import { appliedMigrationNames, beginSnapshot, copyOutTable, exportSnapshot, joinSnapshot, sequenceState } from '../db/dump';
-import { listSequences, listTables, tableEstimates, type TableInfo } from '../db/introspect';
+import { appliedMigrationNames, beginSnapshot, copyOutTable, exportSnapshot, joinSnapshot, sequenceState, tableSizesFromCatalog } from '../db/dump';
+import { listSequences, listTables, type TableInfo } from '../db/introspect';
 import { lockKey } from '../db/locks';
 import { APP_SCHEMA, MIGRATIONS_TABLE } from '../db/migrate';
 import type { Logger } from '../log';
@@ -85,7 +85,7 @@ interface Snapshot {
   client: pg.PoolClient;
   /** Further connections in the same snapshot (jobs - 1 of them). */
   workers: pg.PoolClient[];
-  /** Table sizes in bytes, to hand out the biggest first; undefined with one job. */
+  /** Table sizes in bytes (catalog page counts), to hand out the biggest first; undefined with one job. */
   sizes?: Map<string, number>;
   tables: TableInfo[];
   migrations: string[];
@@ -135,12 +135,11 @@ async function openSnapshot(pool: pg.Pool, jobs: number): Promise<Snapshot> {
     let sizes: Map<string, number> | undefined;
     const extra = Math.min(jobs, tables.length) - 1;
     if (extra > 0) {
+      sizes = await tableSizesFromCatalog(client, APP_SCHEMA);
       const id = await exportSnapshot(client);
       for (let i = 0; i < extra; i++) {
         const worker = watch(await pool.connect()) as pg.PoolClient;
         workers.push(worker);
-        // Sizes are read before the worker joins the snapshot: tableEstimates runs its own transaction.
-        if (i === 0) sizes = await tableSizes(worker);
         await joinSnapshot(worker, id);
       }
     }
@@ -150,16 +149,6 @@ async function openSnapshot(pool: pg.Pool, jobs: number): Promise<Snapshot> {
     // Dropping the connection releases the advisory lock and the snapshot together.
     await closeAll(false);
     throw err;
-  }
-}
-
-/** The planner's table sizes, or undefined if they cannot be had (then tables go in name order). */
-async function tableSizes(client: pg.PoolClient): Promise<Map<string, number> | undefined> {
-  try {
-    const estimates = await tableEstimates(client);
-    return new Map([...estimates.values()].map((e) => [e.name, e.bytes]));
-  } catch {
-    return undefined;
   }
 }
 
