@@ -14,6 +14,7 @@ export {
   tableEntryName,
   type UploadFolder,
 } from './entries';
-export { createZipWriter, type ZipEntryOptions, type ZipWriter, type ZipWriterOptions } from './zip-writer';
+export { createZipWriter, type PrecompressedMeta, type ZipEntryOptions, type ZipWriter, type ZipWriterOptions } from './zip-writer';
+export { EntrySpool } from './spool';
 export { openZip, type OpenZipOptions, type ZipArchive, type ZipEntryInfo } from './zip-reader';
 export { bufferSource, fileSource } from './sources';

@@ -29,6 +29,13 @@ export interface ZipWriter {
    */
   addStream(name: string, source: Readable, opts?: ZipEntryOptions): Promise<void>;
   addBuffer(name: string, data: Buffer, opts?: ZipEntryOptions): Promise<void>;
+  /**
+   * Appends an entry whose data is already compressed (deflated by the caller, e.g. into a spool
+   * file): `source` gives the bytes as they go into the zip, and `meta` their CRC-32 and sizes. `meta`
+   * may be a function, called once `source` has ended, so a source still being produced can be
+   * followed. The sizes are checked against what `source` gave; Zip64 applies as for addStream.
+   */
+  addPrecompressed(name: string, source: Readable, meta: PrecompressedMeta | (() => PrecompressedMeta), opts?: Omit<ZipEntryOptions, 'store'>): Promise<void>;
   /** Appends a directory entry; a trailing `/` is added if missing. */
   addDirectory(name: string, opts?: Omit<ZipEntryOptions, 'store'>): Promise<void>;
   /** Writes the central directory; resolves once every byte has been handed to `output`. */
@@ -37,6 +44,16 @@ export interface ZipWriter {
   abort(err?: unknown): void;
   /** Bytes of zip produced so far. */
   readonly bytesWritten: number;
+}
+
+/** What addPrecompressed needs to know about data compressed elsewhere. */
+export interface PrecompressedMeta {
+  /** CRC-32 of the uncompressed bytes. */
+  crc32: number;
+  compressedSize: number;
+  uncompressedSize: number;
+  /** 8 (deflate) or 0 (stored). */
+  method: 0 | 8;
 }
 
 export function createZipWriter(opts: ZipWriterOptions = {}): ZipWriter {
@@ -149,6 +166,15 @@ class StreamingZipWriter implements ZipWriter {
     return this.run(name, null, () => this.writeEntry(name, data, opts));
   }
 
+  addPrecompressed(name: string, source: Readable, meta: PrecompressedMeta | (() => PrecompressedMeta), opts: Omit<ZipEntryOptions, 'store'> = {}): Promise<void> {
+    const refusal = this.refusal(name, opts, source);
+    if (refusal !== null) {
+      source.destroy();
+      return Promise.reject(refusal);
+    }
+    return this.run(name, source, () => this.writePrecompressed(name, source, meta, opts));
+  }
+
   addDirectory(name: string, opts: Omit<ZipEntryOptions, 'store'> = {}): Promise<void> {
     const dirName = name.endsWith('/') ? name : `${name}/`;
     const refusal = this.refusal(dirName, opts);
@@ -257,6 +283,30 @@ class StreamingZipWriter implements ZipWriter {
     }
     await this.emitAll(dataDescriptor(crc, compressedSize, size));
     this.central.push({ name: nameBuf, method, time, date, crc, compressedSize, size, offset, externalAttributes: ((mode << 16) | (isDir ? 0x10 : 0)) >>> 0 });
+  }
+
+  /** Local header, the caller's compressed bytes copied as they are, data descriptor (Zip64 as needed). */
+  private async writePrecompressed(name: string, source: Readable, given: PrecompressedMeta | (() => PrecompressedMeta), opts: Omit<ZipEntryOptions, 'store'>): Promise<void> {
+    const nameBuf = Buffer.from(name, 'utf8');
+    const { time, date } = dosDateTime(opts.date ?? new Date());
+    const offset = this.offset;
+    const mode = (opts.mode ?? 0o644) | S_IFREG;
+    // The method is known before the data only when meta is given up front; a followed source is deflated.
+    const method = typeof given === 'function' ? 8 : given.method;
+    await this.emitAll(localHeader(nameBuf, method, time, date));
+    let copied = 0;
+    for await (const chunk of source) {
+      const buf = chunk as Buffer;
+      copied += buf.length;
+      const wait = this.emit(buf);
+      if (wait) await wait;
+    }
+    const meta = typeof given === 'function' ? given() : given;
+    if (meta.method !== method) throw new CofferError('E_INTERNAL', `zip entry '${name}': precompressed method changed from ${method} to ${meta.method}`);
+    if (meta.compressedSize !== copied) throw new CofferError('E_INTERNAL', `zip entry '${name}': precompressed source gave ${copied} bytes, ${meta.compressedSize} were declared`);
+    if (method === 0 && meta.uncompressedSize !== copied) throw new CofferError('E_INTERNAL', `zip entry '${name}': a stored entry's sizes must be equal`);
+    await this.emitAll(dataDescriptor(meta.crc32, meta.compressedSize, meta.uncompressedSize));
+    this.central.push({ name: nameBuf, method, time, date, crc: meta.crc32, compressedSize: meta.compressedSize, size: meta.uncompressedSize, offset, externalAttributes: (mode << 16) >>> 0 });
   }
 
   private async writeCentralDirectory(): Promise<void> {

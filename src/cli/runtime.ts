@@ -20,8 +20,8 @@ export function runtime(opts: { quietByDefault?: boolean; overrides?: Record<str
 }
 
 /** Opens the database (embedded or DATABASE_URL), optionally migrates, runs fn, and closes. */
-export async function withDatabase<T>(rt: Runtime, fn: (db: Database) => Promise<T>, opts: { migrate?: boolean; url?: string } = {}): Promise<T> {
-  const db = await openDatabase(rt.config, rt.log, { url: opts.url });
+export async function withDatabase<T>(rt: Runtime, fn: (db: Database) => Promise<T>, opts: { migrate?: boolean; url?: string; poolMax?: number } = {}): Promise<T> {
+  const db = await openDatabase(rt.config, rt.log, { url: opts.url, poolMax: opts.poolMax });
   try {
     if (opts.migrate !== false) await migrate(db.pool, { log: rt.log });
     return await fn(db);

@@ -1,14 +1,15 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { pipeline, type Readable, type Transform } from 'node:stream';
 import type pg from 'pg';
-import { ARCHIVE_TOP_LEVEL, checkEntryName, COMPRESSIBILITY_SAMPLE_BYTES, createZipWriter, looksIncompressible, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
+import { ARCHIVE_TOP_LEVEL, checkEntryName, EntrySpool, COMPRESSIBILITY_SAMPLE_BYTES, createZipWriter, looksIncompressible, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import type { ProgressCounts } from '../core/types';
 import { APP_NAME, APP_VERSION, ARCHIVE_FORMAT, type Manifest, type ManifestFolder, type ManifestSequence, type ManifestTable } from '../core/manifest';
 import { createEncryptStream, type KeySource } from '../crypto';
 import { writeBackupLog, type Actor } from '../db/backup-log';
-import { appliedMigrationNames, copyOutTable, sequenceState } from '../db/dump';
+import { appliedMigrationNames, beginSnapshot, copyOutTable, exportSnapshot, joinSnapshot, sequenceState, tableSizesFromCatalog } from '../db/dump';
 import { listSequences, listTables, type TableInfo } from '../db/introspect';
 import { lockKey } from '../db/locks';
 import { APP_SCHEMA, MIGRATIONS_TABLE } from '../db/migrate';
@@ -21,8 +22,13 @@ export interface BackupProgress extends ProgressCounts {
   phase: 'database' | 'files' | 'finishing';
   /** Archive bytes produced so far. */
   bytesOut: number;
-  /** JSONL bytes of the current table so far. */
+  /** JSONL bytes of the current table so far (of all tables being dumped, with several jobs). */
   tableBytes?: number;
+  /**
+   * The tables being dumped right now, with their rows and JSONL bytes so far: one with --jobs 1,
+   * up to one per job otherwise. `table`, `rows` and `tableBytes` are these together.
+   */
+  active?: { table: string; rows: number; bytes: number }[];
 }
 
 export interface BackupRequest {
@@ -35,6 +41,21 @@ export interface BackupRequest {
   /** Deflate level 0-9 for entries that are not stored (default DEFAULT_COMPRESSION_LEVEL). */
   compressionLevel?: number;
   onProgress?: (p: BackupProgress) => void;
+  /**
+   * Connections that dump tables side by side, all reading one exported snapshot (default
+   * defaultBackupJobs()). 1 dumps the tables one after another on the snapshot connection.
+   */
+  jobs?: number;
+  /** Where the private folder for spooled table entries is made (default os.tmpdir()). */
+  spoolDir?: string;
+}
+
+/** Most connections one backup opens. */
+export const MAX_BACKUP_JOBS = 16;
+
+/** min(4, CPU cores): past that the server's COPY, not coffer, is what limits a dump. */
+export function defaultBackupJobs(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism()));
 }
 
 /**
@@ -62,31 +83,81 @@ export interface RunningBackup {
 
 interface Snapshot {
   client: pg.PoolClient;
+  /** Further connections in the same snapshot (jobs - 1 of them). */
+  workers: pg.PoolClient[];
+  /** Table sizes in bytes (catalog page counts), to hand out the biggest first; undefined with one job. */
+  sizes?: Map<string, number>;
   tables: TableInfo[];
   migrations: string[];
   serverVersion: string;
+  /**
+   * Called when a connection fails while no query is running on it (killed while idle in its
+   * transaction, say): the backup must stop, and the event must not go unhandled.
+   */
+  onLost: (err: Error) => void;
+  /** Ends every connection's transaction and gives it back (clean) or closes it; frees the lock either way. */
+  close(clean: boolean): Promise<void>;
 }
 
 /**
  * Takes the backup lock and a consistent snapshot. Throws E_BACKUP_RUNNING before anything is sent
  * when another backup holds the lock, so the endpoint can still answer 409.
  */
-async function openSnapshot(pool: pg.Pool): Promise<Snapshot> {
-  const client = await pool.connect();
+async function openSnapshot(pool: pg.Pool, jobs: number): Promise<Snapshot> {
+  let lostBefore: Error | undefined;
+  const snap: Pick<Snapshot, 'onLost'> = { onLost: (err) => (lostBefore ??= err) };
+  const onError = (err: Error) => snap.onLost(err);
+  const watch = (c: pg.PoolClient) => c.on('error', onError);
+  const unwatch = (c: pg.PoolClient) => c.removeListener('error', onError);
+  const client = watch(await pool.connect()) as pg.PoolClient;
+  const workers: pg.PoolClient[] = [];
+  const closeAll = async (clean: boolean) => {
+    for (const c of [client, ...workers]) {
+      // A connection that was mid-COPY cannot be reused: closing it ends the snapshot (and the lock).
+      let reusable = false;
+      if (clean) {
+        reusable = await c.query('COMMIT').then(
+          () => (c === client ? c.query('SELECT pg_advisory_unlock($1)', [lockKey('backup')]).then(() => true) : true),
+          () => false,
+        ).catch(() => false);
+      }
+      unwatch(c);
+      c.release(!reusable);
+    }
+  };
   try {
     const locked = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [lockKey('backup')]);
     if (!locked.rows[0].ok) throw new CofferError('E_BACKUP_RUNNING', 'a backup is already running; try again when it has finished');
-    // READ ONLY DEFERRABLE: the snapshot never blocks writers and writers never disturb it.
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY, DEFERRABLE');
+    await beginSnapshot(client);
     const tables = await listTables(client);
     const migrations = await appliedMigrationNames(client, MIGRATIONS_TABLE, APP_SCHEMA);
     const serverVersion = (await client.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version'])).rows[0].v;
-    return { client, tables, migrations, serverVersion };
+    let sizes: Map<string, number> | undefined;
+    const extra = Math.min(jobs, tables.length) - 1;
+    if (extra > 0) {
+      sizes = await tableSizesFromCatalog(client, APP_SCHEMA);
+      const id = await exportSnapshot(client);
+      for (let i = 0; i < extra; i++) {
+        const worker = watch(await pool.connect()) as pg.PoolClient;
+        workers.push(worker);
+        await joinSnapshot(worker, id);
+      }
+    }
+    if (lostBefore) throw lostBefore;
+    return Object.assign(snap, { client, workers, sizes, tables, migrations, serverVersion, close: closeAll });
   } catch (err) {
     // Dropping the connection releases the advisory lock and the snapshot together.
-    client.release(true);
+    await closeAll(false);
     throw err;
   }
+}
+
+/** jobs, checked, and bounded so the pool keeps two connections for everything else. */
+function effectiveJobs(req: BackupRequest): number {
+  const jobs = req.jobs ?? defaultBackupJobs();
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_BACKUP_JOBS) throw new CofferError('E_USAGE', `backup jobs must be a whole number from 1 to ${MAX_BACKUP_JOBS}, got ${jobs}`);
+  const poolMax = req.pool.options.max ?? 10;
+  return Math.max(1, Math.min(jobs, poolMax - 2));
 }
 
 async function previousBackupBytes(pool: pg.Pool): Promise<number | undefined> {
@@ -160,7 +231,7 @@ async function readSample(handle: fs.promises.FileHandle): Promise<Buffer> {
 /** Starts a backup: returns the archive stream at once; the work is driven by reading it. */
 export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
   const started = new Date();
-  const snap = await openSnapshot(req.pool);
+  const snap = await openSnapshot(req.pool, effectiveJobs(req));
   const previousBytes = await previousBackupBytes(req.pool).catch(() => undefined);
   const encrypted = req.encryption !== undefined;
   let encryptor: Transform | undefined;
@@ -168,7 +239,7 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
     if (req.encryption) encryptor = await createEncryptStream(req.encryption);
     await writeBackupLog(req.pool, 'backup_started', req.actor, { via: req.via, encrypted });
   } catch (err) {
-    snap.client.release(true);
+    await snap.close(false);
     throw err;
   }
 
@@ -178,23 +249,31 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
   let pipelineError: Error | undefined;
   let pipelineDone!: () => void;
   const pipelineFinished = new Promise<void>((resolve) => (pipelineDone = resolve));
+  // Stops the table workers too, even those spooling while the zip is not writing their entry.
+  const stop = new AbortController();
   const output = pipeline(stages as [Readable, ...Transform[]], (err) => {
     if (err) {
       pipelineError = err;
       // The reader went away or a stage failed: stop producing.
-      zip.abort(isCofferError(err) ? err : new CofferError('E_ABORTED', `backup aborted: ${errorMessage(err)}`));
+      const failure = isCofferError(err) ? err : new CofferError('E_ABORTED', `backup aborted: ${errorMessage(err)}`);
+      zip.abort(failure);
+      stop.abort(failure);
     }
     pipelineDone();
   }) as Transform;
+  snap.onLost = (err) => {
+    const failure = new CofferError('E_BACKUP_FAILED', `backup failed: a database connection was lost: ${errorMessage(err)}`, { cause: err });
+    zip.abort(failure);
+    stop.abort(failure);
+  };
 
   const result = (async (): Promise<BackupResult> => {
     let manifest: Manifest | undefined;
     let cleanClose = false;
     try {
-      manifest = await produce(req, snap, zip, started, () => meter.bytes);
+      manifest = await produce(req, snap, zip, started, () => meter.bytes, stop.signal);
       await pipelineFinished;
       if (pipelineError) throw pipelineError;
-      await snap.client.query('COMMIT');
       cleanClose = true;
     } catch (err) {
       const failure = isCofferError(err) ? err : new CofferError('E_BACKUP_FAILED', `backup failed: ${errorMessage(err)}`, { cause: err });
@@ -206,13 +285,7 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
       req.log.warn({ code: failure.code }, failure.message);
       throw failure;
     } finally {
-      if (cleanClose) {
-        await snap.client.query('SELECT pg_advisory_unlock($1)', [lockKey('backup')]).catch(() => undefined);
-        snap.client.release();
-      } else {
-        // A connection that was mid-COPY cannot be reused: closing it ends the snapshot and the lock.
-        snap.client.release(true);
-      }
+      await snap.close(cleanClose);
     }
     const res: BackupResult = { bytes: meter.bytes, sha256: meter.sha256, durationMs: Date.now() - started.getTime(), encrypted, manifest };
     await writeBackupLog(req.pool, 'backup_finished', req.actor, { via: req.via, encrypted, bytes: res.bytes, sha256: res.sha256, duration_ms: res.durationMs, tables: manifest.tables.length, file_errors: manifest.file_errors.length });
@@ -223,35 +296,12 @@ export async function startBackup(req: BackupRequest): Promise<RunningBackup> {
   return { output, result, previousBytes };
 }
 
-async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, started: Date, bytesOut: () => number): Promise<Manifest> {
+async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, started: Date, bytesOut: () => number, signal: AbortSignal): Promise<Manifest> {
   const progress: BackupProgress = { phase: 'database', tablesDone: 0, tablesTotal: snap.tables.length, rows: 0, files: 0, fileBytes: 0, bytesOut: 0 };
   const report = () => req.onProgress?.({ ...progress, bytesOut: bytesOut() });
   await zip.addBuffer(VERSION_ENTRY, Buffer.from(VERSION_CONTENT));
 
-  const tables: ManifestTable[] = [];
-  for (const table of snap.tables) {
-    progress.table = `${table.schema}.${table.name}`;
-    report();
-    const entry = tableEntryName(table.schema, table.name);
-    const meter = new Meter({ lines: true });
-    const tableStarted = Date.now();
-    const rows = copyOutTable(snap.client, table);
-    const ticker = setInterval(() => {
-      progress.rows = meter.lines;
-      progress.tableBytes = meter.bytes;
-      report();
-    }, 250);
-    try {
-      await zip.addStream(entry, through(rows, meter));
-    } finally {
-      clearInterval(ticker);
-    }
-    req.log.debug({ table: table.name, rows: meter.lines, bytes: meter.bytes, ms: Date.now() - tableStarted }, 'backup: table written');
-    tables.push({ schema: table.schema, name: table.name, entry, columns: table.columns.map((c) => ({ name: c.name, type: c.type })), rows: meter.lines, bytes: meter.bytes, sha256: meter.sha256 });
-    progress.tablesDone++;
-    progress.rows = 0;
-    progress.tableBytes = 0;
-  }
+  const tables = await dumpTables(req, snap, zip, progress, report, signal);
 
   const sequences: ManifestSequence[] = [];
   for (const seq of await listSequences(snap.client)) {
@@ -261,6 +311,7 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
 
   progress.phase = 'files';
   progress.table = undefined;
+  progress.active = undefined;
   const files: Record<string, ManifestFolder> = {};
   const fileErrors: { path: string; error: string }[] = [];
   for (const folder of UPLOAD_FOLDERS) files[folder] = { files: 0, bytes: 0 };
@@ -312,4 +363,149 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
   await zip.addBuffer(MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
   await zip.finalize();
   return manifest;
+}
+
+interface TableJob {
+  /** Position in the archive (name order). */
+  index: number;
+  table: TableInfo;
+  entry: string;
+  meter: Meter;
+  /** The COPY stream, once the job has started. */
+  rows?: Readable;
+  /** Set when the entry is spooled rather than written straight into the zip. */
+  spool?: EntrySpool;
+  startedAt?: number;
+}
+
+/**
+ * Dumps every table into the zip, in name order, over the snapshot connection and its workers. Each
+ * connection takes the biggest table left. The table whose entry is next in the zip, if the zip is
+ * free, is written straight into it (always so with one job); any other is deflated into a spool
+ * file, which the zip copies in when its turn comes, following it if it is still being written. The
+ * first error (or `signal`) stops every connection; spool files are closed (and so gone) either way.
+ */
+async function dumpTables(req: BackupRequest, snap: Snapshot, zip: ZipWriter, progress: BackupProgress, report: () => void, signal: AbortSignal): Promise<ManifestTable[]> {
+  const level = req.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL;
+  const jobs: TableJob[] = snap.tables.map((table, index) => ({ index, table, entry: tableEntryName(table.schema, table.name), meter: new Meter({ lines: true }) }));
+  const sizes = snap.sizes;
+  // Biggest first, so the longest table starts at once; ties (and unknown sizes) keep name order.
+  const queue = sizes ? [...jobs].sort((a, b) => (sizes.get(b.table.name) ?? 0) - (sizes.get(a.table.name) ?? 0) || a.index - b.index) : [...jobs];
+  const results: ManifestTable[] = new Array<ManifestTable>(jobs.length);
+  const active = new Set<TableJob>();
+  const spools: EntrySpool[] = [];
+  let spoolDir: Promise<string> | undefined;
+  let nextIndex = 0;
+  let zipBusy = false;
+  let failure: Error | undefined;
+  let settle!: (err?: Error) => void;
+  const finished = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
+  finished.catch(() => undefined);
+
+  const fail = (err: unknown): void => {
+    if (failure) return;
+    failure = isCofferError(err) ? err : new CofferError('E_BACKUP_FAILED', `backup failed: ${errorMessage(err)}`, { cause: err });
+    zip.abort(failure);
+    for (const job of active) job.rows?.destroy(failure);
+    settle(failure);
+  };
+  const onAbort = () => fail(signal.reason);
+  if (signal.aborted) onAbort();
+  signal.addEventListener('abort', onAbort, { once: true });
+
+  const showProgress = () => {
+    const now = [...active].map((j) => ({ table: `${j.table.schema}.${j.table.name}`, rows: j.meter.lines, bytes: j.meter.bytes }));
+    progress.active = now;
+    progress.table = now.length ? now.map((a) => a.table).join(', ') : undefined;
+    progress.rows = now.reduce((n, a) => n + a.rows, 0);
+    progress.tableBytes = now.reduce((n, a) => n + a.bytes, 0);
+    report();
+  };
+
+  /** Starts the next entry's copy into the zip when it is spooled and the zip is free. */
+  const pump = (): void => {
+    if (failure || zipBusy) return;
+    if (nextIndex === jobs.length) return settle();
+    const job = jobs[nextIndex];
+    const spool = job.spool;
+    if (!spool) return; // not started yet, or its spool is still being created
+    zipBusy = true;
+    zip.addPrecompressed(job.entry, spool.reader(), () => spool.meta()).then(() => {
+      zipBusy = false;
+      nextIndex++;
+      void spool.close();
+      pump();
+    }, fail);
+  };
+
+  const done = (job: TableJob): void => {
+    // Its final counts are reported once before it leaves the list, so progress counts every row.
+    showProgress();
+    active.delete(job);
+    const { table, meter } = job;
+    req.log.debug({ table: table.name, rows: meter.lines, bytes: meter.bytes, ms: Date.now() - (job.startedAt ?? 0), spooled: job.spool !== undefined }, 'backup: table written');
+    results[job.index] = { schema: table.schema, name: table.name, entry: job.entry, columns: table.columns.map((c) => ({ name: c.name, type: c.type })), rows: meter.lines, bytes: meter.bytes, sha256: meter.sha256 };
+    progress.tablesDone++;
+    showProgress();
+  };
+
+  const dump = async (client: pg.PoolClient, job: TableJob): Promise<void> => {
+    job.startedAt = Date.now();
+    active.add(job);
+    showProgress();
+    const rows = copyOutTable(client, job.table);
+    job.rows = rows;
+    const metered = through(rows, job.meter);
+    if (job.index === nextIndex && !zipBusy) {
+      zipBusy = true;
+      await zip.addStream(job.entry, metered);
+      zipBusy = false;
+      nextIndex++;
+      done(job);
+      pump();
+      return;
+    }
+    let spool: EntrySpool;
+    try {
+      spoolDir ??= fs.promises.mkdtemp(path.join(req.spoolDir ?? os.tmpdir(), 'coffer-backup-'));
+      spool = await EntrySpool.create(await spoolDir, `${job.index}.deflate`);
+    } catch (err) {
+      rows.destroy();
+      const e = err as NodeJS.ErrnoException;
+      throw new CofferError('E_BACKUP_FAILED', `cannot create a spool file for table ${job.table.name} under ${req.spoolDir ?? os.tmpdir()}: ${e.code ?? errorMessage(err)}`, { cause: err });
+    }
+    spools.push(spool);
+    job.spool = spool;
+    if (failure) rows.destroy(failure);
+    pump();
+    await spool.fill(metered, level);
+    done(job);
+  };
+
+  const work = async (client: pg.PoolClient): Promise<void> => {
+    try {
+      for (let job = queue.shift(); job && !failure; job = queue.shift()) await dump(client, job);
+    } catch (err) {
+      fail(err);
+    }
+  };
+
+  const ticker = setInterval(showProgress, 250);
+  try {
+    pump();
+    const workers = [snap.client, ...snap.workers].map(work);
+    await Promise.allSettled(workers);
+    if (!failure && nextIndex < jobs.length) pump();
+    await finished;
+  } finally {
+    clearInterval(ticker);
+    signal.removeEventListener('abort', onAbort);
+    await Promise.all(spools.map((s) => s.close()));
+    if (spoolDir) await spoolDir.then((dir) => fs.promises.rm(dir, { recursive: true, force: true })).catch(() => undefined);
+  }
+  progress.rows = 0;
+  progress.tableBytes = 0;
+  progress.table = undefined;
+  progress.active = [];
+  return results;
 }

@@ -49,8 +49,8 @@ export class BackupProgressMeter {
   private readonly total: number;
   private finishedWeight = 0;
   private finishedRows = 0;
-  private current: string | undefined;
-  private currentRows = 0;
+  /** Tables being dumped at the last update, with their rows then. */
+  private current = new Map<string, number>();
 
   constructor(
     private readonly estimate: Estimate,
@@ -67,21 +67,25 @@ export class BackupProgressMeter {
   }
 
   update(p: BackupProgress): Progress {
-    // Tables are written one after another: when the name changes, the previous one is done.
-    if (p.phase !== 'database' || p.table !== this.current) {
-      if (this.current !== undefined) {
-        this.finishedWeight += Math.max(8192, this.table(this.current).bytes);
-        this.finishedRows += this.currentRows;
-      }
-      this.current = p.phase === 'database' ? p.table : undefined;
-      this.currentRows = 0;
+    // Several tables may be dumped at once (jobs); one that is no longer listed is done.
+    const active = p.phase !== 'database' ? [] : (p.active ?? (p.table ? [{ table: p.table, rows: p.rows, bytes: p.tableBytes ?? 0 }] : []));
+    const now = new Map(active.map((a) => [a.table, a.rows]));
+    for (const [name, rows] of this.current) {
+      if (now.has(name)) continue;
+      this.finishedWeight += Math.max(8192, this.table(name).bytes);
+      this.finishedRows += rows;
     }
+    this.current = now;
     let done: number;
+    let activeRows = 0;
     if (p.phase === 'database') {
-      this.currentRows = p.rows;
-      const t = this.table(p.table);
-      const part = t.rows && t.rows > 0 ? p.rows / t.rows : (p.tableBytes ?? 0) / Math.max(1, t.bytes * 1.5);
-      done = this.finishedWeight + Math.min(0.99, part) * Math.max(8192, t.bytes);
+      done = this.finishedWeight;
+      for (const a of active) {
+        activeRows += a.rows;
+        const t = this.table(a.table);
+        const part = t.rows && t.rows > 0 ? a.rows / t.rows : a.bytes / Math.max(1, t.bytes * 1.5);
+        done += Math.min(0.99, part) * Math.max(8192, t.bytes);
+      }
     } else {
       done = this.dbTotal + p.fileBytes;
     }
@@ -89,7 +93,7 @@ export class BackupProgressMeter {
     return {
       phase: p.phase,
       percent: clampPercent(fraction),
-      rows: this.finishedRows + (p.phase === 'database' ? p.rows : 0),
+      rows: this.finishedRows + activeRows,
       bytes: p.bytesOut,
       eta_s: p.phase === 'finishing' ? 0 : eta(fraction, this.startedAt),
     };

@@ -66,6 +66,8 @@ export async function takeStoredBackup(req: StoredBackupRequest): Promise<Backup
     );
     const onAbort = () => running.output.destroy(new CofferError('E_CANCELED', 'the backup was canceled'));
     req.signal?.addEventListener('abort', onAbort, { once: true });
+    // Canceled while the backup was starting: the listener came too late to hear it.
+    if (req.signal?.aborted) onAbort();
     let result;
     try {
       await pipeline(running.output, pending.stream).catch((err: unknown) => {

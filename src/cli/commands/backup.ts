@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
 import { CofferError } from '../../core/errors';
-import { DEFAULT_COMPRESSION_LEVEL, startBackup, type BackupProgress } from '../../pipeline/backup';
+import { DEFAULT_COMPRESSION_LEVEL, defaultBackupJobs, MAX_BACKUP_JOBS, startBackup, type BackupProgress } from '../../pipeline/backup';
 import { encryptionFor } from '../../crypto';
 import { archiveFileName } from '../../pipeline/names';
 import { createAtomicFile } from '../../core/atomic-file';
@@ -13,6 +13,7 @@ import { cliActor, runtime, withDatabase } from '../runtime';
 interface BackupOptions extends KeyOptions, DatabaseUrlOptions {
   output?: string;
   compressionLevel?: string;
+  jobs?: string;
 }
 
 function describeProgress(p: BackupProgress, startedAt: number, expected?: number): string {
@@ -32,12 +33,17 @@ export function registerBackup(program: Command): void {
     .description('write a backup archive (zip; .zip.crypt with a key or passphrase, .zip.age sealed to age recipients) directly from the database')
     .option('-o, --output <file>', "archive file, or '-' for standard output (default: backup-<UTC time>.zip in the current folder)")
     .option('--compression-level <n>', `deflate level 0-9 for what is not already compressed (default ${DEFAULT_COMPRESSION_LEVEL}: fast)`)
+    .option('-j, --jobs <n>', `tables dumped at once, over that many connections sharing one snapshot, 1-${MAX_BACKUP_JOBS} (default min(4, CPU cores), here ${defaultBackupJobs()})`)
     .action(async (opts: BackupOptions) => {
       const rt = runtime({ quietByDefault: true });
       const databaseUrl = resolveDatabaseUrl(opts);
       const level = opts.compressionLevel === undefined ? undefined : Number(opts.compressionLevel);
       if (level !== undefined && !(Number.isInteger(level) && level >= 0 && level <= 9)) {
         throw new CofferError('E_USAGE', '--compression-level must be a whole number from 0 to 9');
+      }
+      const jobs = opts.jobs === undefined ? defaultBackupJobs() : /^\d+$/.test(opts.jobs) ? Number(opts.jobs) : NaN;
+      if (!(Number.isInteger(jobs) && jobs >= 1 && jobs <= MAX_BACKUP_JOBS)) {
+        throw new CofferError('E_USAGE', `--jobs must be a whole number from 1 to ${MAX_BACKUP_JOBS}`);
       }
       const toStdout = opts.output === '-';
       if (toStdout && process.stdout.isTTY) {
@@ -64,6 +70,7 @@ export function registerBackup(program: Command): void {
               actor: cliActor(rt.config),
               encryption,
               compressionLevel: level,
+              jobs,
               onProgress: (p) => progress.update(describeProgress(p, startedAt, eta.expected)),
             });
             eta.expected = backup.previousBytes;
@@ -90,7 +97,8 @@ export function registerBackup(program: Command): void {
             );
           },
           // A backup never changes the database it reads: no migrations here.
-          { url: databaseUrl, migrate: false },
+          // The pool holds every job's connection and two for the audit log.
+          { url: databaseUrl, migrate: false, poolMax: jobs + 2 },
         );
       } finally {
         if (!committed) await file?.abort();
