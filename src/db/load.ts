@@ -115,18 +115,9 @@ export async function dropForLoad(client: pg.ClientBase, schema: string): Promis
 }
 
 /**
- * Rebuilds what dropForLoad removed. Building a primary key or unique index checks uniqueness and
- * adding a foreign key checks every row against it: this is where a restore proves the constraints hold.
- */
-export async function restoreAfterLoad(client: pg.ClientBase, dropped: DroppedForLoad): Promise<void> {
-  // Index builds sort in memory up to this; more makes them faster on large tables (transaction-local).
-  await client.query(`SET LOCAL maintenance_work_mem = '256MB'`);
-  await rebuildKeysAndIndexes(client, dropped.keys, dropped.indexes);
-  await addForeignKeys(client, dropped.foreignKeys);
-}
-
-/**
- * Rebuilds keys, then secondary indexes. Restore gives one connection all of a table's keys and
+ * Rebuilds keys, then secondary indexes (what dropForLoad removed; addForeignKeys does the rest).
+ * Building a primary key or unique index checks uniqueness and adding a foreign key checks every row
+ * against it: this is where a restore proves the constraints hold. Restore gives one connection all of a table's keys and
  * indexes: ADD PRIMARY KEY takes an exclusive lock on its table, so different tables build side by side.
  */
 export async function rebuildKeysAndIndexes(client: pg.ClientBase, keys: DeferredConstraint[], indexes: DeferredIndex[]): Promise<void> {
