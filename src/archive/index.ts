@@ -15,5 +15,5 @@ export {
   type UploadFolder,
 } from './entries';
 export { createZipWriter, type ZipEntryOptions, type ZipWriter, type ZipWriterOptions } from './zip-writer';
-export { openZip, type OpenZipOptions, type ZipArchive, type ZipEntryInfo } from './zip-reader';
+export { openZip, SMALL_ENTRY_BYTES, type OpenZipOptions, type ZipArchive, type ZipEntryInfo } from './zip-reader';
 export { bufferSource, fileSource } from './sources';

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
-import { crc32, createDeflateRaw, deflateRaw } from 'node:zlib';
+import { crc32, createDeflateRaw, deflateRaw, deflateRawSync } from 'node:zlib';
 import { promisify } from 'node:util';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { checkEntryName, EntryNameRegistry } from './entries';
@@ -47,6 +47,17 @@ const DEFAULT_LEVEL = 6;
 /** zlib output chunks: large enough that a byte makes few hops, small enough to keep memory flat. */
 const ZLIB_CHUNK_SIZE = 64 * 1024;
 const OUTPUT_HIGH_WATER_MARK = 1024 * 1024;
+/**
+ * Buffers of at most this size given to addBuffer are deflated by one synchronous zlib call (about 10
+ * microseconds for a 1 KB upload) instead of a round trip to the threadpool.
+ */
+const SMALL_BUFFER_BYTES = 64 * 1024;
+/**
+ * Pieces smaller than this (headers, descriptors, small entries' data) are gathered and handed to
+ * `output` together, so 100,000 small files make ~2,000 output chunks for the stages after the writer
+ * (encryption, hashing, the file or the HTTP response), not 300,000.
+ */
+const BATCH_BYTES = 64 * 1024;
 
 const deflateRawAsync = promisify(deflateRaw);
 
@@ -110,6 +121,8 @@ class StreamingZipWriter implements ZipWriter {
   private pendingSource: Readable | null = null;
   private waiter: Waiter | null = null;
   private offset = 0;
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
 
   constructor(private readonly level: number) {
     if (!Number.isInteger(level) || level < 0 || level > 9) {
@@ -169,6 +182,7 @@ class StreamingZipWriter implements ZipWriter {
     }
     if (this.failure) throw this.failure;
     this.state = 'done';
+    if (this.batchBytes > 0) this.output.push(this.takeBatch());
     this.output.push(null);
     return { bytes: this.offset };
   }
@@ -195,12 +209,32 @@ class StreamingZipWriter implements ZipWriter {
     this.pendingSource = null;
   }
 
-  /** Hands bytes to the consumer; resolves at once unless the consumer is behind. */
+  /**
+   * Hands bytes to the consumer; resolves at once unless the consumer is behind. Small pieces wait in
+   * the batch until it holds BATCH_BYTES, or a larger piece or the end of the archive follows.
+   */
   private emit(buf: Buffer): Promise<void> | undefined {
     if (this.state === 'failed') throw this.failure;
     this.offset += buf.length;
-    if (this.output.push(buf)) return undefined;
+    let ok: boolean;
+    if (buf.length < BATCH_BYTES) {
+      this.batch.push(buf);
+      this.batchBytes += buf.length;
+      if (this.batchBytes < BATCH_BYTES) return undefined;
+      ok = this.output.push(this.takeBatch());
+    } else {
+      const batched = this.batchBytes > 0 ? this.output.push(this.takeBatch()) : true;
+      ok = this.output.push(buf) && batched;
+    }
+    if (ok) return undefined;
     return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  private takeBatch(): Buffer {
+    const out = this.batch.length === 1 ? this.batch[0] : Buffer.concat(this.batch, this.batchBytes);
+    this.batch = [];
+    this.batchBytes = 0;
+    return out;
   }
 
   private async emitAll(buf: Buffer): Promise<void> {
@@ -223,7 +257,8 @@ class StreamingZipWriter implements ZipWriter {
     if (Buffer.isBuffer(source)) {
       crc = crc32(source);
       size = source.length;
-      const data = method === 8 ? await deflateRawAsync(source, { level: this.level }) : source;
+      const small = source.length <= SMALL_BUFFER_BYTES;
+      const data = method !== 8 ? source : small ? deflateRawSync(source, { level: this.level }) : await deflateRawAsync(source, { level: this.level });
       compressedSize = data.length;
       await this.emitAll(data);
     } else if (method === 0) {
