@@ -113,7 +113,7 @@ const YIELD_EVERY_MS = 20;
 
 type PreparedUpload =
   | { kind: 'dir'; rel: string }
-  | { kind: 'small'; rel: string; data: Buffer; store: boolean }
+  | { kind: 'small'; rel: string; data: Buffer; store: boolean | 'if-incompressible' }
   | { kind: 'stream'; rel: string; fd: number; store: boolean };
 
 /**
@@ -146,8 +146,8 @@ async function* preparedUploads(dataDir: string, fileErrors: { path: string; err
         continue;
       }
       if ('data' in read) {
-        const store = shouldStore(item.rel) || looksIncompressible(read.data.subarray(0, COMPRESSIBILITY_SAMPLE_BYTES));
-        yield { kind: 'small', rel: item.rel, data: read.data, store };
+        // The writer judges the whole buffer by deflating it once, instead of a trial deflate here.
+        yield { kind: 'small', rel: item.rel, data: read.data, store: shouldStore(item.rel) || 'if-incompressible' };
       } else {
         yield { kind: 'stream', rel: item.rel, fd: read.fd, store: shouldStore(item.rel) || looksIncompressible(read.sample) };
       }
