@@ -150,7 +150,7 @@ async function makeDurable(root: string, log: Logger | undefined): Promise<void>
 function syncFileSystem(root: string): Promise<string | null> {
   if (process.platform !== 'linux') return Promise.resolve(`syncfs is Linux only (platform ${process.platform})`);
   return new Promise((resolve) => {
-    execFile('sync', ['-f', root], { timeout: 0, windowsHide: true }, (err, _stdout, stderr) => {
+    execFile('sync', ['-f', root], { env: process.env, windowsHide: true }, (err, _stdout, stderr) => {
       if (err === null) resolve(null);
       else resolve(`sync -f failed: ${stderr.trim() || errorMessage(err)}`);
     });
