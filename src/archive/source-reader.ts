@@ -14,9 +14,10 @@ const CACHED_BLOCKS = 8;
 type ReadCallback = (err: Error | null, bytesRead?: number) => void;
 
 /**
- * Adapts a RandomAccessSource to yauzl. Entry data is streamed straight from the source; the small
- * metadata reads (end of central directory, central directory records, local headers) go through a
- * small block cache because each range stream of an encrypted source costs a chunk decryption.
+ * Adapts a RandomAccessSource to yauzl. Large entries' data is streamed straight from the source; the
+ * small reads (end of central directory, central directory records, local headers, and whole small
+ * entries) go through a small block cache, because each read of an encrypted source costs a chunk
+ * decryption and many small entries share one block.
  */
 export class SourceReader extends RandomAccessReader {
   private readonly blocks = new Map<number, Promise<Buffer>>();
@@ -68,7 +69,7 @@ export class SourceReader extends RandomAccessReader {
       return hit;
     }
     const start = index * BLOCK_SIZE;
-    const loading = collect(this.source.createReadStream(start, Math.min(this.source.size, start + BLOCK_SIZE)));
+    const loading = this.source.read(start, Math.min(this.source.size, start + BLOCK_SIZE) - start);
     loading.catch(() => this.blocks.delete(index));
     this.blocks.set(index, loading);
     if (this.blocks.size > CACHED_BLOCKS) {
@@ -77,10 +78,4 @@ export class SourceReader extends RandomAccessReader {
     }
     return loading;
   }
-}
-
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }

@@ -1,12 +1,22 @@
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
-import { crc32, createInflateRaw } from 'node:zlib';
+import { crc32, createInflateRaw, inflateRawSync } from 'node:zlib';
 import * as yauzl from 'yauzl';
 import { CofferError, isCofferError, type ErrorCode } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
 import { checkEntryName, EntryNameRegistry } from './entries';
 
-const INFLATE_CHUNK_SIZE = 256 * 1024;
 import { SourceReader } from './source-reader';
+
+const INFLATE_CHUNK_SIZE = 256 * 1024;
+
+/**
+ * Entries of at most this many declared bytes are read by `readEntryBuffer` in one piece: the local
+ * header and data come from the reader's block cache, are inflated by one synchronous zlib call whose
+ * output is capped at the declared size, and checked with one CRC-32, so a small upload costs a few
+ * microseconds instead of a stream pipeline, an inflate stream and their abort signals. Larger entries
+ * are streamed.
+ */
+export const SMALL_ENTRY_BYTES = 64 * 1024;
 
 export interface ZipEntryInfo {
   readonly name: string;
@@ -51,8 +61,8 @@ export async function openZip(source: RandomAccessSource, opts: OpenZipOptions):
   let zipfile: yauzl.ZipFile | undefined;
   try {
     zipfile = await openYauzl(reader, source.size);
-    const entries = await readCentralDirectory(zipfile, opts.allowedTopLevel, source.size);
-    return new HardenedZipArchive(zipfile, source, entries);
+    const directory = await readCentralDirectory(zipfile, opts.allowedTopLevel, source.size);
+    return new HardenedZipArchive(zipfile, reader, source, directory);
   } catch (err) {
     zipfile?.close();
     await source.close().catch(() => undefined);
@@ -116,11 +126,14 @@ function centralDirectoryError(err: unknown): CofferError {
 // ---------------------------------------------------------------------------------------------------
 // Central directory validation
 
+/** What validating one central-directory record keeps; the yauzl Entry itself is dropped. */
 interface EntryRecord {
   readonly info: ZipEntryInfo;
-  readonly raw: yauzl.Entry;
-  /** Offset its data must end before: the next local header or the central directory. */
-  dataLimit: number;
+  readonly localHeaderOffset: number;
+  readonly method: number;
+  /** The name's bytes as stored, kept only when they are not the UTF-8 encoding of `info.name`. */
+  readonly rawName: Buffer | null;
+  readonly rawNameLength: number;
 }
 
 const S_IFMT = 0o170000;
@@ -135,23 +148,34 @@ const METHOD_DEFLATED = 8;
 const MAX_DEFLATE_RATIO = 1032;
 const LOCAL_HEADER_FIXED_SIZE = 30;
 
-async function readCentralDirectory(zipfile: yauzl.ZipFile, allowedTopLevel: readonly string[], fileSize: number): Promise<EntryRecord[]> {
+/**
+ * The validated central directory, kept compactly: one frozen ZipEntryInfo per entry plus typed arrays
+ * for what reading needs (local header offset, data limit, method), so that 100,000 entries cost a few
+ * megabytes rather than yauzl's Entry objects with their raw name and extra-field buffers.
+ */
+interface CentralDirectory {
+  readonly records: EntryRecord[];
+  readonly dataLimits: Float64Array;
+}
+
+async function readCentralDirectory(zipfile: yauzl.ZipFile, allowedTopLevel: readonly string[], fileSize: number): Promise<CentralDirectory> {
   // yauzl's cursor starts at the central directory offset (internal field, typed wrongly as boolean).
   const cursor: unknown = (zipfile as unknown as { readEntryCursor: unknown }).readEntryCursor;
   const centralDirectoryOffset = typeof cursor === 'number' ? cursor : fileSize;
   const names = new EntryNameRegistry();
   const records: EntryRecord[] = [];
-  for (let raw = await nextEntry(zipfile); raw !== null; raw = await nextEntry(zipfile)) {
-    records.push(validateEntry(raw, allowedTopLevel, names));
-  }
-  assignDataLimits(records, centralDirectoryOffset);
-  return records;
-}
-
-function nextEntry(zipfile: yauzl.ZipFile): Promise<yauzl.Entry | null> {
-  return new Promise((resolve, reject) => {
-    const onEntry = (entry: yauzl.Entry): void => settle(() => resolve(entry));
-    const onEnd = (): void => settle(() => resolve(null));
+  // One set of listeners for the whole directory: each entry asks for the next one.
+  await new Promise<void>((resolve, reject) => {
+    const onEntry = (raw: yauzl.Entry): void => {
+      try {
+        records.push(validateEntry(raw, allowedTopLevel, names));
+      } catch (err) {
+        settle(() => reject(err));
+        return;
+      }
+      zipfile.readEntry();
+    };
+    const onEnd = (): void => settle(resolve);
     const onError = (err: unknown): void => settle(() => reject(centralDirectoryError(err)));
     const settle = (then: () => void): void => {
       zipfile.off('entry', onEntry).off('end', onEnd).off('error', onError);
@@ -160,6 +184,7 @@ function nextEntry(zipfile: yauzl.ZipFile): Promise<yauzl.Entry | null> {
     zipfile.on('entry', onEntry).on('end', onEnd).on('error', onError);
     zipfile.readEntry();
   });
+  return { records, dataLimits: dataLimits(records, centralDirectoryOffset) };
 }
 
 function validateEntry(raw: yauzl.Entry, allowedTopLevel: readonly string[], names: EntryNameRegistry): EntryRecord {
@@ -174,7 +199,15 @@ function validateEntry(raw: yauzl.Entry, allowedTopLevel: readonly string[], nam
   const reason =
     checkEntryName(name, allowedTopLevel) ?? entryTypeProblem(raw, info) ?? dataProblem(raw, info) ?? names.add(name);
   if (reason !== null) throw unsafe(name, reason);
-  return { info, raw, dataLimit: 0 };
+  const raw8 = raw.fileNameRaw;
+  const utf8 = raw8.length === Buffer.byteLength(name) && raw8.toString('utf8') === name;
+  return {
+    info,
+    localHeaderOffset: raw.relativeOffsetOfLocalHeader,
+    method: raw.compressionMethod,
+    rawName: utf8 ? null : Buffer.from(raw8),
+    rawNameLength: raw8.length,
+  };
 }
 
 /** Only regular files and directories can be extracted safely; links could point anywhere. */
@@ -208,18 +241,21 @@ function dataProblem(raw: yauzl.Entry, info: ZipEntryInfo): string | null {
  * how "overlapping" zip bombs make many large entries out of one small compressed block. The bound used
  * here is the smallest the entry can occupy; openEntry checks the real data start against `dataLimit`.
  */
-function assignDataLimits(records: EntryRecord[], centralDirectoryOffset: number): void {
-  const byOffset = [...records].sort((a, b) => a.raw.relativeOffsetOfLocalHeader - b.raw.relativeOffsetOfLocalHeader);
-  byOffset.forEach((record, i) => {
-    const next = byOffset[i + 1];
-    const limit = next === undefined ? centralDirectoryOffset : next.raw.relativeOffsetOfLocalHeader;
-    const minimalEnd = record.raw.relativeOffsetOfLocalHeader + LOCAL_HEADER_FIXED_SIZE + record.raw.fileNameLength + record.info.compressedSize;
+function dataLimits(records: EntryRecord[], centralDirectoryOffset: number): Float64Array {
+  const limits = new Float64Array(records.length);
+  const byOffset = Uint32Array.from(records.keys()).sort((a, b) => records[a].localHeaderOffset - records[b].localHeaderOffset || a - b);
+  byOffset.forEach((index, i) => {
+    const record = records[index];
+    const next = i + 1 < byOffset.length ? records[byOffset[i + 1]] : undefined;
+    const limit = next === undefined ? centralDirectoryOffset : next.localHeaderOffset;
+    const minimalEnd = record.localHeaderOffset + LOCAL_HEADER_FIXED_SIZE + record.rawNameLength + record.info.compressedSize;
     if (minimalEnd > limit) {
       const what = next === undefined ? 'the central directory' : `entry '${next.info.name}'`;
       throw unsafe(record.info.name, `its data overlaps ${what}`);
     }
-    record.dataLimit = limit;
+    limits[index] = limit;
   });
+  return limits;
 }
 
 function unsafe(name: string, reason: string): CofferError {
@@ -238,18 +274,29 @@ function printable(name: string): string {
 class HardenedZipArchive implements ZipArchive {
   readonly entries: readonly ZipEntryInfo[];
   readonly totalUncompressedSize: number;
-  private readonly byName: ReadonlyMap<string, EntryRecord>;
+  private readonly records: readonly EntryRecord[];
+  private readonly dataLimits: Float64Array;
+  private readonly byName = new Map<string, number>();
   private readonly openStreams = new Set<Readable>();
   private closed = false;
 
   constructor(
     private readonly zipfile: yauzl.ZipFile,
+    private readonly reader: SourceReader,
     private readonly source: RandomAccessSource,
-    records: readonly EntryRecord[],
+    directory: CentralDirectory,
   ) {
-    this.entries = Object.freeze(records.map((r) => r.info));
-    this.totalUncompressedSize = records.reduce((sum, r) => sum + r.info.uncompressedSize, 0);
-    this.byName = new Map(records.map((r) => [r.info.name, r]));
+    this.records = directory.records;
+    this.dataLimits = directory.dataLimits;
+    const infos = new Array<ZipEntryInfo>(this.records.length);
+    let total = 0;
+    this.records.forEach((r, i) => {
+      infos[i] = r.info;
+      total += r.info.uncompressedSize;
+      this.byName.set(r.info.name, i);
+    });
+    this.entries = Object.freeze(infos);
+    this.totalUncompressedSize = total;
   }
 
   has(name: string): boolean {
@@ -257,11 +304,12 @@ class HardenedZipArchive implements ZipArchive {
   }
 
   async openEntry(name: string): Promise<Readable> {
-    const record = this.record(name);
+    const index = this.index(name);
+    const record = this.records[index];
     if (record.info.isDirectory) throw new CofferError('E_USAGE', `zip entry '${printable(name)}' is a directory`);
     let raw: Readable;
     try {
-      raw = await this.openRaw(record);
+      raw = await this.openRaw(index);
     } catch (err) {
       throw entryReadError(name, err);
     }
@@ -269,9 +317,17 @@ class HardenedZipArchive implements ZipArchive {
   }
 
   async readEntryBuffer(name: string, maxBytes: number): Promise<Buffer> {
-    const record = this.record(name);
-    if (record.info.uncompressedSize > maxBytes) {
-      throw unsafe(name, `declares ${record.info.uncompressedSize} bytes, more than the ${maxBytes} allowed`);
+    const index = this.index(name);
+    const { info } = this.records[index];
+    if (info.uncompressedSize > maxBytes) {
+      throw unsafe(name, `declares ${info.uncompressedSize} bytes, more than the ${maxBytes} allowed`);
+    }
+    if (info.uncompressedSize <= SMALL_ENTRY_BYTES && !info.isDirectory) {
+      try {
+        return await this.readSmall(index);
+      } catch (err) {
+        throw entryReadError(name, err);
+      }
     }
     const chunks: Buffer[] = [];
     for await (const chunk of await this.openEntry(name)) chunks.push(chunk as Buffer);
@@ -286,39 +342,100 @@ class HardenedZipArchive implements ZipArchive {
     await this.source.close();
   }
 
-  private record(name: string): EntryRecord {
+  private index(name: string): number {
     if (this.closed) throw new CofferError('E_INTERNAL', 'zip archive is already closed');
-    const record = this.byName.get(name);
-    if (record === undefined) throw new CofferError('E_ARCHIVE_INVALID', `zip archive has no entry '${printable(name)}'`);
-    return record;
+    const index = this.byName.get(name);
+    if (index === undefined) throw new CofferError('E_ARCHIVE_INVALID', `zip archive has no entry '${printable(name)}'`);
+    return index;
   }
 
-  /** Reads the local header, checks it agrees with the central directory, and opens the data range. */
-  private async openRaw(record: EntryRecord): Promise<Readable> {
-    const { raw, info } = record;
-    const header = await this.zipfile.readLocalFileHeaderPromise(raw, { minimal: false });
-    if (!header.fileName.equals(raw.fileNameRaw)) {
-      throw unsafe(info.name, 'local header names a different file than the central directory');
+  /**
+   * Reads the local header, checks it agrees with the central directory and that the data stays
+   * inside the entry's bounds; returns where the data starts. Failures are plain errors worded like
+   * yauzl's, classified by entryReadError.
+   */
+  private async dataStart(index: number): Promise<number> {
+    const { info, localHeaderOffset, rawName, rawNameLength } = this.records[index];
+    const header = Buffer.allocUnsafe(LOCAL_HEADER_FIXED_SIZE + rawNameLength);
+    if ((await this.reader.readAt(header, 0, header.length, localHeaderOffset)) < header.length) throw new Error('unexpected EOF');
+    const signature = header.readUInt32LE(0);
+    if (signature !== LOCAL_HEADER_SIGNATURE.readUInt32LE(0)) throw new Error(`invalid local file header signature: 0x${signature.toString(16)}`);
+    const nameLength = header.readUInt16LE(26);
+    const nameMatches =
+      nameLength === rawNameLength &&
+      (rawName === null ? header.toString('utf8', LOCAL_HEADER_FIXED_SIZE) === info.name : header.subarray(LOCAL_HEADER_FIXED_SIZE).equals(rawName));
+    if (!nameMatches) throw unsafe(info.name, 'local header names a different file than the central directory');
+    const start = localHeaderOffset + LOCAL_HEADER_FIXED_SIZE + nameLength + header.readUInt16LE(28);
+    if (start + info.compressedSize > this.source.size) {
+      throw new Error(`file data overflows file bounds: ${start} + ${info.compressedSize} > ${this.source.size}`);
     }
-    if (header.fileDataStart + info.compressedSize > record.dataLimit) {
+    if (start + info.compressedSize > this.dataLimits[index]) {
       throw unsafe(info.name, 'its data overlaps the next entry or the central directory');
     }
+    return start;
+  }
+
+  /** Opens the data range of an entry as a stream, inflated where it is deflated. */
+  private async openRaw(index: number): Promise<Readable> {
+    const { info, method } = this.records[index];
+    const start = await this.dataStart(index);
     // Not openReadStreamLowLevelPromise: in yauzl 3.4 it calls openReadStream with the wrong arguments.
     const stored = await new Promise<Readable>((resolve, reject) => {
-      this.zipfile.openReadStreamLowLevel(header.fileDataStart, info.compressedSize, 0, info.compressedSize, false, null, (err, stream) =>
+      this.zipfile.openReadStreamLowLevel(start, info.compressedSize, 0, info.compressedSize, false, null, (err, stream) =>
         err ? reject(err) : resolve(stream),
       );
     });
-    if (raw.compressionMethod !== METHOD_DEFLATED) return stored;
+    if (method !== METHOD_DEFLATED) return stored;
     // Inflated here rather than by yauzl, whose inflater uses zlib's 16 KiB output chunks: every chunk
     // is a round trip from the threadpool to the main thread, and larger ones cut those sixteenfold.
     return pipeline(stored, createInflateRaw({ chunkSize: INFLATE_CHUNK_SIZE }), () => undefined);
+  }
+
+  /**
+   * A small entry in one piece, with the stream path's checks: the output is capped at the declared
+   * size (a bomb stops there), then its length and CRC-32 must be exactly what was declared.
+   */
+  private async readSmall(index: number): Promise<Buffer> {
+    const { info, method } = this.records[index];
+    const start = await this.dataStart(index);
+    const data = Buffer.allocUnsafe(info.compressedSize);
+    if ((await this.reader.readAt(data, 0, data.length, start)) < data.length) throw new Error('unexpected EOF');
+    let out: Buffer;
+    if (method !== METHOD_DEFLATED) {
+      out = data;
+    } else {
+      try {
+        // maxOutputLength must be at least 1; one byte more than an empty entry declares is still refused below.
+        out = inflateRawSync(data, { maxOutputLength: Math.max(1, info.uncompressedSize) });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw expandsBeyond(info);
+        throw err;
+      }
+    }
+    checkComplete(info, out.length, out.length > info.uncompressedSize ? 0 : crc32(out));
+    return out;
   }
 
   private track(stream: Readable): Readable {
     this.openStreams.add(stream);
     stream.once('close', () => this.openStreams.delete(stream));
     return stream;
+  }
+}
+
+function expandsBeyond(info: ZipEntryInfo): CofferError {
+  return unsafe(info.name, `data expands beyond its declared size of ${info.uncompressedSize} bytes`);
+}
+
+/** The end-of-entry checks shared by both paths: exactly the declared size, and the declared CRC-32. */
+function checkComplete(info: ZipEntryInfo, bytes: number, crc: number): void {
+  const { name, uncompressedSize, crc32: expected } = info;
+  if (bytes > uncompressedSize) throw expandsBeyond(info);
+  if (bytes < uncompressedSize) {
+    throw entryError('E_ARCHIVE_INVALID', name, `has ${bytes} bytes, fewer than the ${uncompressedSize} declared`);
+  }
+  if (crc !== expected) {
+    throw entryError('E_ARCHIVE_CHECKSUM', name, `CRC-32 mismatch (expected ${hex32(expected)}, got ${hex32(crc)})`);
   }
 }
 
@@ -349,7 +466,7 @@ class EntryVerifier extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
     if (this.bytes > this.info.uncompressedSize) {
-      callback(unsafe(this.info.name, `data expands beyond its declared size of ${this.info.uncompressedSize} bytes`));
+      callback(expandsBeyond(this.info));
       return;
     }
     this.crc = crc32(chunk, this.crc);
@@ -357,14 +474,13 @@ class EntryVerifier extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    const { name, uncompressedSize, crc32: expected } = this.info;
-    if (this.bytes < uncompressedSize) {
-      callback(entryError('E_ARCHIVE_INVALID', name, `has ${this.bytes} bytes, fewer than the ${uncompressedSize} declared`));
-    } else if (this.crc !== expected) {
-      callback(entryError('E_ARCHIVE_CHECKSUM', name, `CRC-32 mismatch (expected ${hex32(expected)}, got ${hex32(this.crc)})`));
-    } else {
-      callback();
+    try {
+      checkComplete(this.info, this.bytes, this.crc);
+    } catch (err) {
+      callback(err as Error);
+      return;
     }
+    callback();
   }
 }
 

@@ -174,17 +174,29 @@ function sequenceValue(text: string): string | number {
 }
 
 const FILE_READ_CHUNK = 256 * 1024;
+/**
+ * Uploads of at most this size are read whole: one open, fstat, read and close, synchronously, then
+ * handed to the writer as one buffer. A stream per file would cost more than the bytes.
+ */
+export const SMALL_FILE_BYTES = 64 * 1024;
+/** The files loop reads small files synchronously; it lets the event loop run at least this often (ms). */
+const YIELD_EVERY_MS = 20;
 
-type PreparedUpload = { kind: 'dir'; rel: string } | { kind: 'file'; rel: string; handle: fs.promises.FileHandle; store: boolean };
+type PreparedUpload =
+  | { kind: 'dir'; rel: string }
+  | { kind: 'small'; rel: string; data: Buffer; store: boolean | 'if-incompressible' }
+  | { kind: 'stream'; rel: string; fd: number; store: boolean };
 
 /**
- * The upload folders' entries in archive order, each file already open and judged (store or
- * deflate). What cannot be read or named in a zip goes to `fileErrors` and is skipped.
+ * The upload folders' entries in archive order, each file already read (small ones) or open (larger
+ * ones) and judged (store or deflate). What cannot be read or named in a zip goes to `fileErrors` and
+ * is skipped.
  */
 async function* preparedUploads(dataDir: string, fileErrors: { path: string; error: string }[]): AsyncGenerator<PreparedUpload> {
   for (const folder of UPLOAD_FOLDERS) {
-    // Uploads still being received are not data yet: their rows do not exist.
-    for await (const item of walkFolder(path.join(dataDir, folder), folder, { skip: isUploadInProgress })) {
+    // Uploads still being received are not data yet: their rows do not exist. Sizes come from fstat
+    // once the file is open, so the walk does not stat.
+    for await (const item of walkFolder(path.join(dataDir, folder), folder, { skip: isUploadInProgress, stat: false })) {
       if (item.kind === 'error') {
         fileErrors.push({ path: item.rel, error: item.error });
         continue;
@@ -199,33 +211,59 @@ async function* preparedUploads(dataDir: string, fileErrors: { path: string; err
         yield { kind: 'dir', rel: item.rel };
         continue;
       }
-      let handle: fs.promises.FileHandle;
-      try {
-        handle = await fs.promises.open(item.abs, 'r');
-      } catch (err) {
-        const e = err as NodeJS.ErrnoException;
-        fileErrors.push({ path: item.rel, error: `${e.code ?? 'EIO'}: ${e.code === 'EACCES' ? 'permission denied' : 'cannot open'}` });
+      const read = readUpload(item.abs);
+      if ('error' in read) {
+        fileErrors.push({ path: item.rel, error: read.error });
         continue;
       }
-      let sample: Buffer;
-      try {
-        sample = await readSample(handle);
-      } catch (err) {
-        // Opens but cannot be read (EIO, or swapped for a directory meanwhile): reported, skipped.
-        await handle.close().catch(() => undefined);
-        const e = err as NodeJS.ErrnoException;
-        fileErrors.push({ path: item.rel, error: `${e.code ?? 'EIO'}: cannot read` });
-        continue;
+      if ('data' in read) {
+        // The writer judges the whole buffer by deflating it once, instead of a trial deflate here.
+        yield { kind: 'small', rel: item.rel, data: read.data, store: shouldStore(item.rel) || 'if-incompressible' };
+      } else {
+        yield { kind: 'stream', rel: item.rel, fd: read.fd, store: shouldStore(item.rel) || looksIncompressible(read.sample) };
       }
-      yield { kind: 'file', rel: item.rel, handle, store: shouldStore(item.rel) || looksIncompressible(sample) };
     }
   }
 }
 
-async function readSample(handle: fs.promises.FileHandle): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(COMPRESSIBILITY_SAMPLE_BYTES);
-  const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
-  return buf.subarray(0, bytesRead);
+/**
+ * Opens an upload and reads it whole if it is small, or its first bytes (the compressibility sample)
+ * if not; a larger file stays open for streaming. The size is what was read, so a file that changes
+ * size while read still gives a consistent entry; one that grows past SMALL_FILE_BYTES is streamed.
+ */
+function readUpload(abs: string): { data: Buffer } | { fd: number; sample: Buffer } | { error: string } {
+  let fd: number;
+  try {
+    fd = fs.openSync(abs, 'r');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { error: `${e.code ?? 'EIO'}: ${e.code === 'EACCES' ? 'permission denied' : 'cannot open'}` };
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size <= SMALL_FILE_BYTES) {
+      // One byte more than fstat said, so growth shows.
+      const buf = Buffer.allocUnsafe(size + 1);
+      let filled = 0;
+      for (;;) {
+        const n = fs.readSync(fd, buf, filled, buf.length - filled, filled);
+        if (n === 0) {
+          fs.closeSync(fd);
+          return { data: buf.subarray(0, filled) };
+        }
+        filled += n;
+        if (filled === buf.length) break;
+      }
+    }
+    const sample = Buffer.allocUnsafe(COMPRESSIBILITY_SAMPLE_BYTES);
+    const n = fs.readSync(fd, sample, 0, sample.length, 0);
+    return { fd, sample: sample.subarray(0, n) };
+  } catch (err) {
+    // Opens but cannot be read (EIO, or swapped for a directory meanwhile): reported, skipped.
+    fs.closeSync(fd);
+    const e = err as NodeJS.ErrnoException;
+    return { error: `${e.code ?? 'EIO'}: cannot read` };
+  }
 }
 
 /** Starts a backup: returns the archive stream at once; the work is driven by reading it. */
@@ -315,35 +353,35 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
   const files: Record<string, ManifestFolder> = {};
   const fileErrors: { path: string; error: string }[] = [];
   for (const folder of UPLOAD_FOLDERS) files[folder] = { files: 0, bytes: 0 };
-  // One file is opened and sampled ahead while the current one is written: with thousands of small
-  // uploads, the open/read/close round trips would otherwise leave the writer idle between entries.
   const items = preparedUploads(req.dataDir, fileErrors);
-  let next = items.next();
-  try {
-    for (;;) {
-      const current = await next;
-      if (current.done) break;
-      next = items.next();
-      const item = current.value;
-      if (item.kind === 'dir') {
-        await zip.addDirectory(item.rel + '/');
-        continue;
-      }
+  let lastYield = Date.now();
+  for await (const item of items) {
+    if (item.kind === 'dir') {
+      await zip.addDirectory(item.rel + '/');
+      continue;
+    }
+    let bytes: number;
+    if (item.kind === 'small') {
+      await zip.addBuffer(item.rel, item.data, { store: item.store });
+      bytes = item.data.length;
+    } else {
       // The size is what was read, so a file that changes size while read is still consistent with its entry.
       const meter = new Meter({ sha256: false });
-      await zip.addStream(item.rel, through(item.handle.createReadStream({ start: 0, highWaterMark: FILE_READ_CHUNK }), meter), { store: item.store });
-      const folder = files[item.rel.split('/')[0]];
-      folder.files++;
-      folder.bytes += meter.bytes;
-      progress.files++;
-      progress.fileBytes += meter.bytes;
-      report();
+      const stream = fs.createReadStream('', { fd: item.fd, start: 0, highWaterMark: FILE_READ_CHUNK });
+      await zip.addStream(item.rel, through(stream, meter), { store: item.store });
+      bytes = meter.bytes;
     }
-  } catch (err) {
-    // The file opened ahead is not going to be written.
-    const pending = await next.catch(() => undefined);
-    if (pending && !pending.done && pending.value.kind === 'file') await pending.value.handle.close().catch(() => undefined);
-    throw err;
+    const folder = files[item.rel.split('/')[0]];
+    folder.files++;
+    folder.bytes += bytes;
+    progress.files++;
+    progress.fileBytes += bytes;
+    report();
+    // Small files are read synchronously and the writer rarely waits: let timers and I/O run.
+    if (Date.now() - lastYield >= YIELD_EVERY_MS) {
+      await new Promise((resolve) => setImmediate(resolve));
+      lastYield = Date.now();
+    }
   }
 
   progress.phase = 'finishing';

@@ -113,10 +113,13 @@ export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummar
     await repairInterruptedRestore(req.dataDir, req.log, req.pool ? restoreCommitted(req.pool) : undefined);
 
     if (!req.skipFiles) {
-      staged = await stageFiles(req.archive.zip, req.dataDir, (files, bytes) => {
-        progress.files = files;
-        progress.fileBytes = bytes;
-        report();
+      staged = await stageFiles(req.archive.zip, req.dataDir, {
+        log: req.log,
+        onFile: (files, bytes) => {
+          progress.files = files;
+          progress.fileBytes = bytes;
+          report();
+        },
       });
     }
     let rows = 0;

@@ -1,8 +1,9 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { UPLOAD_FOLDERS, type ZipArchive } from '../archive';
+import { SMALL_ENTRY_BYTES, UPLOAD_FOLDERS, type ZipArchive } from '../archive';
 import { writeFileAtomic } from '../core/atomic-file';
 import { CofferError, errorMessage } from '../core/errors';
 import type { Logger } from '../log';
@@ -63,8 +64,20 @@ async function freeBytes(dir: string): Promise<number | undefined> {
   }
 }
 
-/** Extracts the upload folders of the archive into a new staging folder. Nothing live is touched. */
-export async function stageFiles(zip: ZipArchive, dataDir: string, onFile?: (files: number, bytes: number) => void): Promise<StagedFiles> {
+export interface StageOptions {
+  onFile?: (files: number, bytes: number) => void;
+  /** Told how the staged files were made durable when the one filesystem-wide flush was not available. */
+  log?: Logger;
+}
+
+/**
+ * Extracts the upload folders of the archive into a new staging folder. Nothing live is touched.
+ * Files are written without an fsync each; once all are written, one `syncfs` of the file system that
+ * holds DATA_DIR makes them and their directories durable together (docs/DECISIONS.md), before the
+ * caller journals the restore as prepared and long before any swap.
+ */
+export async function stageFiles(zip: ZipArchive, dataDir: string, opts: StageOptions = {}): Promise<StagedFiles> {
+  const { onFile, log } = opts;
   fs.mkdirSync(dataDir, { recursive: true });
   const id = `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
   const staging = path.join(dataDir, STAGING_PREFIX + id);
@@ -78,23 +91,33 @@ export async function stageFiles(zip: ZipArchive, dataDir: string, onFile?: (fil
   let files = 0;
   let bytes = 0;
   try {
-    for (const folder of UPLOAD_FOLDERS) fs.mkdirSync(path.join(root, folder), { recursive: true, mode: 0o750 });
+    const made = new Set<string>();
+    const makeDir = (dir: string): void => {
+      if (made.has(dir)) return;
+      fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+      made.add(dir);
+    };
+    for (const folder of UPLOAD_FOLDERS) makeDir(path.join(root, folder));
     for (const e of uploadEntries) {
       const target = path.resolve(root, e.name);
       // The zip reader already refused unsafe names; this is the last line of defence.
       if (!target.startsWith(root + path.sep)) throw new CofferError('E_ARCHIVE_UNSAFE_ENTRY', `entry ${e.name} would be written outside the staging folder`);
       if (e.isDirectory) {
-        fs.mkdirSync(target, { recursive: true, mode: 0o750 });
+        makeDir(target);
         continue;
       }
-      fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o750 });
-      // flush: fsync before close, so a power cut after COMMIT cannot leave empty files to swap in.
-      await pipeline(await zip.openEntry(e.name), fs.createWriteStream(target, { flags: 'wx', mode: 0o640, flush: true }));
+      makeDir(path.dirname(target));
+      if (e.uncompressedSize <= SMALL_ENTRY_BYTES) {
+        // Read, inflated and checked whole (size and CRC-32) before anything is written.
+        writeNewFile(target, await zip.readEntryBuffer(e.name, SMALL_ENTRY_BYTES));
+      } else {
+        await pipeline(await zip.openEntry(e.name), fs.createWriteStream(target, { flags: 'wx', mode: 0o640 }));
+      }
       files++;
       bytes += e.uncompressedSize;
       onFile?.(files, bytes);
     }
-    syncTree(root);
+    await makeDurable(root, log);
   } catch (err) {
     fs.rmSync(staging, { recursive: true, force: true });
     throw err;
@@ -102,8 +125,40 @@ export async function stageFiles(zip: ZipArchive, dataDir: string, onFile?: (fil
   return { id, staging, files, bytes };
 }
 
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
+/** A new file with exactly `data`: open (refusing an existing name), write, close. */
+function writeNewFile(target: string, data: Buffer): void {
+  const fd = fs.openSync(target, 'wx', 0o640);
+  try {
+    for (let written = 0; written < data.length; ) written += fs.writeSync(fd, data, written, data.length - written, written);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Makes every file and directory below `root` durable: one `sync -f` (Linux syncfs) of its file system,
+ * or, where that is unavailable or fails, an fsync of every file and directory.
+ */
+async function makeDurable(root: string, log: Logger | undefined): Promise<void> {
+  const problem = await syncFileSystem(root);
+  if (problem === null) return;
+  log?.warn({ reason: problem }, 'restore: one file-system flush (sync -f) was not possible; flushing every staged file and folder instead, which is slower');
+  syncTree(root, true);
+}
+
+/** Runs coreutils' `sync -f root` (syncfs(2) on root's file system); resolves with why it failed, or null. */
+function syncFileSystem(root: string): Promise<string | null> {
+  if (process.platform !== 'linux') return Promise.resolve(`syncfs is Linux only (platform ${process.platform})`);
+  return new Promise((resolve) => {
+    execFile('sync', ['-f', root], { env: process.env, windowsHide: true }, (err, _stdout, stderr) => {
+      if (err === null) resolve(null);
+      else resolve(`sync -f failed: ${stderr.trim() || errorMessage(err)}`);
+    });
+  });
+}
+
+function syncPath(file: string): void {
+  const fd = fs.openSync(file, 'r');
   try {
     fs.fsyncSync(fd);
   } finally {
@@ -111,10 +166,13 @@ function syncDir(dir: string): void {
   }
 }
 
-/** fsyncs every directory below root (their entries: the files themselves were flushed on close). */
-function syncTree(root: string): void {
-  for (const e of fs.readdirSync(root, { withFileTypes: true })) if (e.isDirectory()) syncTree(path.join(root, e.name));
-  syncDir(root);
+/** fsyncs every directory below root, and with `files` every file too. */
+function syncTree(root: string, files: boolean): void {
+  for (const e of fs.readdirSync(root, { withFileTypes: true })) {
+    if (e.isDirectory()) syncTree(path.join(root, e.name), files);
+    else if (files && e.isFile()) syncPath(path.join(root, e.name));
+  }
+  syncPath(root);
 }
 
 /**
@@ -136,7 +194,7 @@ export function swapStaged(dataDir: string, staging: string): void {
     fs.renameSync(incoming, live);
   }
   // The renames are durable only once DATA_DIR's own entry list is on disk.
-  syncDir(dataDir);
+  syncPath(dataDir);
 }
 
 /** Swap, then forget: the journal goes first (so no later run redoes anything), then the old folders. */

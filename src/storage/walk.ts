@@ -10,9 +10,10 @@ export type WalkItem =
  * Walks a folder depth-first in name order, yielding regular files and directories with paths relative
  * to `root` ('/'-separated). What cannot be read, and anything that is not a regular file or a
  * directory (symlinks, sockets), is yielded as an error so the caller can record it and go on.
- * Entries whose name `skip` accepts are passed over silently (with everything below them).
+ * Entries whose name `skip` accepts are passed over silently (with everything below them). With
+ * `stat: false` files are not stat'ed and their size is -1 (for callers that open them anyway).
  */
-export async function* walkFolder(root: string, base: string, opts: { skip?: (name: string) => boolean } = {}): AsyncGenerator<WalkItem> {
+export async function* walkFolder(root: string, base: string, opts: { skip?: (name: string) => boolean; stat?: boolean } = {}): AsyncGenerator<WalkItem> {
   let entries: fs.Dirent[];
   try {
     entries = await fs.promises.readdir(root, { withFileTypes: true });
@@ -31,6 +32,10 @@ export async function* walkFolder(root: string, base: string, opts: { skip?: (na
       yield { kind: 'dir', rel };
       yield* walkFolder(abs, rel, opts);
     } else if (entry.isFile()) {
+      if (opts.stat === false) {
+        yield { kind: 'file', rel, abs, size: -1 };
+        continue;
+      }
       try {
         const st = await fs.promises.stat(abs);
         yield { kind: 'file', rel, abs, size: st.size };
