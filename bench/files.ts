@@ -45,7 +45,7 @@ export interface FileSet {
 }
 
 /** mulberry32: a tiny seeded PRNG, good enough for file contents and sizes. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed | 0;
   return () => {
     a = (a + 0x6d2b79f5) | 0;

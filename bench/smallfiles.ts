@@ -3,7 +3,7 @@ import { createCipheriv, createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { compareFiles, md5Uuid, UPLOAD_FOLDERS, type GeneratedFile } from './files';
+import { compareFiles, md5Uuid, prng, UPLOAD_FOLDERS, type GeneratedFile } from './files';
 import { describeCommand, fileSize, measure } from './measure';
 import { checkpoint, createDatabase, dropDatabase, type Server } from './postgres';
 import type { OpResult, RunRecord } from './report';
@@ -58,17 +58,6 @@ export interface SmallFilesOptions {
   coffer: (args: string[]) => [string, string[]];
   env: (dataDir: string) => NodeJS.ProcessEnv;
   publicText: (text: string) => string;
-}
-
-/** mulberry32, as in files.ts. */
-function prng(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const FOLDER_OF = ['uploadedfiles', 'uploadedimages', 'uploadedassets'];

@@ -16,6 +16,7 @@ import { fingerprint, insertExtremeValues, restoreFile } from './support/archive
 import { runCoffer } from './support/cli';
 import { createTestDatabase, type TestDatabase } from './support/db';
 import { seedDomain } from './support/seed';
+import { waitFor } from './support/app';
 import { readZip, unzipTest } from './support/zip';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-backup-par-test-'));
@@ -27,16 +28,6 @@ const KEY: KeySource = { kind: 'raw', key: Buffer.alloc(32, 7) };
 /** What is in the spool parent: the backup's private folder while it spools, nothing after. */
 function spoolFolders(dir: string): string[] {
   return fs.readdirSync(dir).filter((n) => n.startsWith('coffer-backup-'));
-}
-
-async function waitFor<T>(fn: () => Promise<T | undefined>, what: string, ms = 15000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('shared snapshot', () => {

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { makeUser, startTestApp, TEST_BACKUP_KEY, type TestApp, type TestUser } from './support/app';
+import { makeUser, startTestApp, TEST_BACKUP_KEY, waitFor, type TestApp, type TestUser } from './support/app';
 import { readZip, unzipTest, type ReadEntry } from './support/zip';
 import { seedDomain, writeUploadFiles } from './support/seed';
 import type { Manifest } from '../src/core/manifest';
@@ -26,16 +26,6 @@ async function saveBody(res: Response, name: string): Promise<string> {
 
 function manifestOf(entries: ReadEntry[]): Manifest {
   return JSON.parse(entries[entries.length - 1].data.toString('utf8'));
-}
-
-async function waitFor<T>(fn: () => Promise<T | undefined>, what: string, ms = 10000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('backup endpoint permissions', () => {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './support/db';
 import { backupToFile, fingerprint, insertExtremeValues, replaceTableEntry, restoreFile, rewriteArchive, sha256, withManifest } from './support/archive';
-import { seedDomain, writeUploadFiles } from './support/seed';
+import { seedDomain, treeOf, writeUploadFiles } from './support/seed';
 import type { ReadEntry } from './support/zip';
 import { stored } from './archive/helpers';
 import { generateDemoData } from '../src/domain/demo';
@@ -13,7 +13,6 @@ import { createUser } from '../src/accounts/users';
 import { repairInterruptedRestore, writeJournal } from '../src/storage/restore-files';
 import { repairAfterCrash, restoreCommitted } from '../src/pipeline/restore';
 import { silentLogger } from '../src/log';
-import { createHash } from 'node:crypto';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-restore-test-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -22,20 +21,6 @@ function newDataDir(name: string): string {
   const d = path.join(tmp, name);
   fs.mkdirSync(d, { recursive: true });
   return d;
-}
-
-function treeOf(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const folder of ['uploadedfiles', 'uploadedimages', 'uploadedassets']) {
-    const root = path.join(dir, folder);
-    if (!fs.existsSync(root)) continue;
-    for (const e of fs.readdirSync(root, { recursive: true, withFileTypes: true })) {
-      if (!e.isFile()) continue;
-      const abs = path.join(e.parentPath, e.name);
-      out[path.relative(dir, abs)] = createHash('sha256').update(fs.readFileSync(abs)).digest('hex');
-    }
-  }
-  return out;
 }
 
 describe('restore round trip', () => {

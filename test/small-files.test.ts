@@ -10,23 +10,10 @@ import { openArchive } from '../src/pipeline/open-archive';
 import { verifyArchive } from '../src/pipeline/verify';
 import { stageFiles } from '../src/storage/restore-files';
 import { createLogger } from '../src/log';
+import { treeOf } from './support/seed';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'coffer-small-files-test-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function treeOf(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const folder of ['uploadedfiles', 'uploadedimages', 'uploadedassets']) {
-    const root = path.join(dir, folder);
-    if (!fs.existsSync(root)) continue;
-    for (const e of fs.readdirSync(root, { recursive: true, withFileTypes: true })) {
-      if (!e.isFile()) continue;
-      const abs = path.join(e.parentPath, e.name);
-      out[path.relative(dir, abs)] = createHash('sha256').update(fs.readFileSync(abs)).digest('hex');
-    }
-  }
-  return out;
-}
 
 /** Thousands of small uploads (text and random, empty to 64 KiB) and a few larger ones. */
 function writeManySmallFiles(dataDir: string, count: number): void {

@@ -113,3 +113,14 @@ export async function waitFinal(api: ReturnType<typeof apiAs>, kind: 'backups' |
   }
   throw new Error(`${kind} ${id} did not end`);
 }
+
+/** Polls `fn` every 50 ms until it gives a value; fails naming `what` after `ms`. */
+export async function waitFor<T>(fn: () => Promise<T | undefined>, what: string, ms = 15000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

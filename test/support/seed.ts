@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type pg from 'pg';
@@ -44,4 +45,19 @@ export function filesBelow(dir: string): string[] {
     .readdirSync(dir, { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile())
     .map((e) => path.join(e.parentPath, e.name));
+}
+
+/** sha256 of every file in the upload folders below `dir`, by path relative to it. */
+export function treeOf(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const folder of ['uploadedfiles', 'uploadedimages', 'uploadedassets']) {
+    const root = path.join(dir, folder);
+    if (!fs.existsSync(root)) continue;
+    for (const e of fs.readdirSync(root, { recursive: true, withFileTypes: true })) {
+      if (!e.isFile()) continue;
+      const abs = path.join(e.parentPath, e.name);
+      out[path.relative(dir, abs)] = createHash('sha256').update(fs.readFileSync(abs)).digest('hex');
+    }
+  }
+  return out;
 }
