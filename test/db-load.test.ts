@@ -109,6 +109,39 @@ describe('loading JSONL rows', () => {
     }
   });
 
+  test('with freeze, the table is emptied and its rows are written frozen, visible even to an older snapshot', async () => {
+    await db.pool.query('CREATE TABLE direct.frozen (id int, txt text)');
+    await db.pool.query(`INSERT INTO direct.frozen VALUES (0, 'seeded by a migration')`);
+    const tableInfo: TableInfo = {
+      schema: 'direct',
+      name: 'frozen',
+      primaryKey: [],
+      hasAlwaysIdentity: false,
+      columns: ['id', 'txt'].map((name) => ({ name, type: 'text', notNull: false, kind: 'scalar' as const })),
+    };
+    const jsonl = Buffer.from('{"id":1,"txt":"a"}\n{"id":2,"txt":"b"}\n');
+    const older = await db.pool.connect();
+    const loader = await db.pool.connect();
+    try {
+      // A snapshot taken before the load: ordinary rows committed later are invisible to it, frozen ones are not.
+      await older.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await older.query('SELECT 1');
+      await loader.query('BEGIN');
+      expect(await loadTableDirect(loader, tableInfo, 'db/direct.frozen.jsonl', Readable.from([jsonl]), { freeze: true })).toBe(2);
+      await loader.query('COMMIT');
+      expect((await older.query('SELECT id FROM direct.frozen ORDER BY id')).rows).toEqual([{ id: 1 }, { id: 2 }]);
+      await older.query('COMMIT');
+      // COPY FREEZE refuses a table this transaction did not create or empty: the option cannot silently do nothing.
+      await loader.query('BEGIN');
+      await loader.query('SELECT 1');
+      await expect(loader.query('COPY direct.frozen (id, txt) FROM STDIN WITH (FREEZE)')).rejects.toThrow(/COPY FREEZE/);
+      await loader.query('ROLLBACK');
+    } finally {
+      older.release();
+      loader.release();
+    }
+  });
+
   test.each([
     ['{"id":1,"txt":"unterminated}\n', /line 1 is not a valid row: unterminated string/],
     ['[1,2]\n', /line 1 is not a valid row: not a JSON object/],

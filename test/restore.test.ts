@@ -313,10 +313,15 @@ describe('restore that is killed or interrupted', () => {
   });
 
   test('SIGKILL while keys and indexes are built leaves the database unchanged, and the next restore works', async () => {
-    // A share lock on the staging events table lets the load through but holds its primary key build
-    // (ALTER TABLE wants an exclusive lock): the restore is caught there, whatever the machine's speed.
-    // It is taken on a connection of its own: inside a transaction, pg_stat_activity does not change.
+    // A share lock on the staging events table holds its primary key build (ALTER TABLE wants an
+    // exclusive lock): the restore is caught there, whatever the machine's speed. The load itself
+    // holds an exclusive lock from its TRUNCATE to its COMMIT (COPY FREEZE), so the lock is asked for
+    // while the COPY runs: it queues behind the load and is granted when the load commits, before the
+    // key build that follows on the same connection. It is taken on a connection of its own (inside a
+    // transaction, pg_stat_activity does not change), and not awaited: it waits for the load.
     let holder: pg.Client | undefined;
+    let table = '';
+    let asked = false;
     try {
       await killDuring(
         'kill-index',
@@ -326,10 +331,20 @@ describe('restore that is killed or interrupted', () => {
               `SELECT format('%I.events', nspname) AS t FROM pg_namespace WHERE nspname LIKE 'coffer\\_restore\\_stage\\_%' AND to_regclass(format('%I.events', nspname)) IS NOT NULL`,
             );
             if (!t.rows.length || !t.rows[0].t) return false;
+            table = t.rows[0].t;
             holder = new pg.Client({ connectionString: url });
+            holder.on('error', () => undefined);
             await holder.connect();
             await holder.query('BEGIN');
-            await holder.query(`LOCK TABLE ${t.rows[0].t} IN ACCESS SHARE MODE`);
+          }
+          if (!asked) {
+            const copying = await admin.query<{ n: number }>(
+              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'
+                  AND query LIKE 'COPY "coffer\\_restore\\_stage\\_%"."events"%'`,
+            );
+            if (copying.rows[0].n === 0) return false;
+            holder.query(`LOCK TABLE ${table} IN ACCESS SHARE MODE`).catch(() => undefined);
+            asked = true;
           }
           const r = await admin.query(
             `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'

@@ -208,13 +208,27 @@ export function canLoadDirect(table: TableInfo): boolean {
   return table.columns.every((c) => c.kind !== null);
 }
 
+export interface DirectLoadOptions {
+  /**
+   * Empty the table first and write its rows frozen (`TRUNCATE`, then `COPY … WITH (FREEZE)`, in the
+   * caller's transaction, which must be open and must not have read anything yet). The rows are then
+   * all-visible from the start: the index builds and foreign key checks that read the table next set
+   * no hint bits and dirty no page again, and no vacuum has to freeze them later. For a table no other
+   * session can see or lock meanwhile (a restore's staging tables): TRUNCATE locks it exclusively
+   * until COMMIT, and a frozen row is visible to every snapshot, even one older than the load.
+   */
+  freeze?: boolean;
+}
+
 /**
  * Loads one table by converting its JSONL to COPY text in Node (no JSON.parse, exact number text) and
  * COPYing straight into the table: PostgreSQL does no JSON work at all. Returns the rows copied.
  */
-export async function loadTableDirect(client: pg.PoolClient, table: TableInfo, entry: string, lines: Readable): Promise<number> {
+export async function loadTableDirect(client: pg.PoolClient, table: TableInfo, entry: string, lines: Readable, opts: DirectLoadOptions = {}): Promise<number> {
   const columns = copyColumns(table);
-  const copy = client.query(copyFrom(`COPY ${qualified(table.schema, table.name)} (${table.columns.map((c) => ident(c.name)).join(', ')}) FROM STDIN`));
+  const name = qualified(table.schema, table.name);
+  if (opts.freeze) await client.query(`TRUNCATE ${name}`);
+  const copy = client.query(copyFrom(`COPY ${name} (${table.columns.map((c) => ident(c.name)).join(', ')}) FROM STDIN${opts.freeze ? ' WITH (FREEZE)' : ''}`));
   try {
     await pipeline(lines, new JsonlToCopy(columns, entry), copy);
   } catch (err) {

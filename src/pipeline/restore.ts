@@ -493,7 +493,8 @@ function checkBeforeTouching(manifest: Manifest, force: boolean): void {
 /** Loads one archive entry into its (staging) table, with every check against the manifest. */
 async function loadEntry(req: RestoreRequest, client: pg.PoolClient, entry: ManifestTable, table: TableInfo, meter: Meter): Promise<number> {
   const lines = through(await req.archive.zip.openEntry(entry.entry), meter);
-  const inserted = canLoadDirect(table) ? await loadTableDirect(client, table, entry.entry, lines) : await loadTable(client, table, entry.entry, lines);
+  // The staging table was created by this restore and is loaded once, in this transaction: frozen.
+  const inserted = canLoadDirect(table) ? await loadTableDirect(client, table, entry.entry, lines, { freeze: true }) : await loadTable(client, table, entry.entry, lines);
   if (meter.bytes !== entry.bytes || meter.sha256 !== entry.sha256) {
     throw new CofferError('E_ARCHIVE_CHECKSUM', `${entry.entry}: sha256 ${meter.sha256} does not match manifest.json (${entry.sha256})`);
   }
