@@ -27,6 +27,14 @@ async function stagingSchemas(pool: pg.Pool): Promise<string[]> {
   return res.rows.map((r) => r.n);
 }
 
+async function constraintsAndIndexes(pool: pg.Pool): Promise<string[]> {
+  const res = await pool.query<{ d: string }>(
+    `SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+     UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1`,
+  );
+  return res.rows.map((r) => r.d);
+}
+
 let source: TestDatabase;
 let sourceDir: string;
 let plain: string;
@@ -66,6 +74,8 @@ describe('parallel restore fidelity', () => {
         onProgress: (p) => seen.push(p),
       });
       expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));
+      // Every key, index and foreign key is back (foreign keys are added side by side as tables finish).
+      expect(await constraintsAndIndexes(target.pool)).toEqual(await constraintsAndIndexes(source.pool));
       expect(await stagingSchemas(target.pool)).toEqual([]);
       const logged = await target.pool.query(`SELECT details FROM backup_log WHERE event = 'restore'`);
       expect(logged.rows).toHaveLength(1);
@@ -166,6 +176,11 @@ describe('a failure in one parallel load leaves the live database unchanged and 
   test('a duplicate key found while keys are built side by side', async () => {
     const file = await variant('duplicate-key.zip', lineChange('events', (l) => (l[1] = l[0])));
     await expectRefused(file, 'E_RESTORE_FAILED', /violates events_pkey on events/);
+  });
+
+  test('a foreign key violation found while the other foreign keys are added side by side', async () => {
+    const file = await variant('bad-reference.zip', lineChange('notes', (l) => (l[0] = l[0].replace(/"project_id":\s*"[^"]+"/, '"project_id":"00000000-0000-0000-0000-000000000000"'))));
+    await expectRefused(file, 'E_RESTORE_FAILED', /violates foreign key notes_project_id_fkey on notes/);
   });
 
   test('another restore holds the database: refused before anything is touched', async () => {

@@ -65,6 +65,9 @@ export interface DeferredConstraint {
   schema: string;
   name: string;
   definition: string;
+  /** A foreign key's referenced table (null for other constraints). */
+  refSchema: string | null;
+  refTable: string | null;
 }
 
 export interface DeferredIndex {
@@ -84,8 +87,10 @@ export interface DroppedForLoad {
 
 async function constraintsOf(client: pg.ClientBase, schema: string, types: string[]): Promise<DeferredConstraint[]> {
   const res = await client.query<DeferredConstraint>(
-    `SELECT c.conname AS name, t.relname AS table, n.nspname AS schema, pg_get_constraintdef(c.oid) AS definition
+    `SELECT c.conname AS name, t.relname AS table, n.nspname AS schema, pg_get_constraintdef(c.oid) AS definition,
+            rn.nspname AS "refSchema", r.relname AS "refTable"
        FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+       LEFT JOIN pg_class r ON r.oid = c.confrelid LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
       WHERE n.nspname = $1 AND c.contype = ANY($2)
       ORDER BY t.relname, c.conname`,
     [schema, types],
@@ -137,7 +142,11 @@ export async function rebuildKeysAndIndexes(client: pg.ClientBase, keys: Deferre
   }
 }
 
-/** Re-adds foreign keys, one after the other (adding them side by side can deadlock on shared tables). */
+/**
+ * Re-adds foreign keys, one after the other. Side by side, two foreign keys that share a table wait
+ * for each other (each locks both of its tables SHARE ROW EXCLUSIVE) and can deadlock; restore runs
+ * only foreign keys without a table in common at the same time.
+ */
 export async function addForeignKeys(client: pg.ClientBase, foreignKeys: DeferredConstraint[]): Promise<void> {
   for (const fk of foreignKeys) {
     try {

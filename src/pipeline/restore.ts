@@ -18,6 +18,7 @@ import {
   rebuildKeysAndIndexes,
   setSequence,
   truncateTables,
+  type DeferredConstraint,
   type DroppedForLoad,
 } from '../db/load';
 import { APP_SCHEMA, migrateInTransaction } from '../db/migrate';
@@ -200,9 +201,7 @@ async function restoreDatabase(
     report();
     await setSequences(coordinator, stage, manifest);
     const rows = await loadAndRebuild(req, pool, coordinator, jobs, stage, plan, dropped, progress, report);
-    phase('loaded tables, rebuilt keys and indexes', { tables: plan.length, rows });
-    await inTransaction(coordinator, () => addForeignKeys(coordinator, dropped.foreignKeys));
-    phase('checked foreign keys');
+    phase('loaded tables, rebuilt keys and indexes, checked foreign keys', { tables: plan.length, rows });
     // Later migrations run on the restored data, as an upgrade would.
     const staging = stage;
     await inTransaction(coordinator, async () => {
@@ -343,13 +342,22 @@ function biggestFirst(plan: TablePlan[]): TablePlan[] {
   return [...plan].sort((a, b) => b.entry.bytes - a.entry.bytes || a.entry.name.localeCompare(b.entry.name));
 }
 
-type Task = { load: TablePlan } | { rebuild: string };
+type Task = { load: TablePlan } | { rebuild: string } | { foreignKey: DeferredConstraint };
+
+/** The tables a foreign key locks (SHARE ROW EXCLUSIVE): its own and the one it references. */
+function foreignKeyTables(fk: DeferredConstraint): string[] {
+  const own = `${fk.schema}.${fk.table}`;
+  return fk.refTable === null ? [own] : [own, `${fk.refSchema}.${fk.refTable}`];
+}
 
 /**
  * Loads the tables over `jobs` connections, biggest first, and rebuilds each table's keys and indexes
  * (all of one table on one connection: ADD PRIMARY KEY locks its table exclusively) as soon as it is
  * loaded, ahead of the loads still waiting: the index builds of the small tables overlap the big load.
- * Returns the rows loaded.
+ * A foreign key is added as soon as both of its tables are loaded and rebuilt, on whichever
+ * connection is free, so the checks of the finished tables overlap the last load and index builds
+ * instead of running one after the other at the end; two foreign keys that share a table never run
+ * at the same time (they would wait for each other, or deadlock). Returns the rows loaded.
  */
 async function loadAndRebuild(
   req: RestoreRequest,
@@ -366,6 +374,26 @@ async function loadAndRebuild(
   const loaded = new Set(plan.map((p) => p.table.name));
   // Tables that get no rows (never backed up, or restored empty) can be rebuilt at any time: last.
   const tasks: Task[] = [...biggestFirst(plan).map((p) => ({ load: p })), ...[...rebuild].filter((t) => !loaded.has(t)).sort().map((t) => ({ rebuild: t }))];
+  // A staging table is finished once its load and its rebuild are done: then its foreign keys can go.
+  const unfinished = new Map<string, number>();
+  for (const t of [...loaded, ...rebuild]) unfinished.set(`${stage}.${t}`, (unfinished.get(`${stage}.${t}`) ?? 0) + 1);
+  let waitingKeys = [...dropped.foreignKeys];
+  const queueReadyKeys = (queue: Task[]) => {
+    const ready = waitingKeys.filter((fk) => foreignKeyTables(fk).every((t) => !unfinished.get(t)));
+    if (ready.length === 0) return;
+    waitingKeys = waitingKeys.filter((fk) => !ready.includes(fk));
+    queue.push(...ready.map((fk) => ({ foreignKey: fk })));
+  };
+  const finished = (table: string, queue: Task[]) => {
+    const key = `${stage}.${table}`;
+    unfinished.set(key, (unfinished.get(key) ?? 1) - 1);
+    queueReadyKeys(queue);
+  };
+  queueReadyKeys(tasks);
+  // Tables of the foreign keys being added now; a foreign key sharing one waits in the queue.
+  const keyLocks = new Set<string>();
+  const pick = (queue: Task[]) =>
+    queue.findIndex((t) => !('foreignKey' in t) || foreignKeyTables(t.foreignKey).every((name) => !keyLocks.has(name)));
   // Index builds sort in memory up to this; the connections building side by side share the budget.
   const memory = Math.min(256, Math.max(64, Math.floor(512 / jobs)));
 
@@ -382,7 +410,17 @@ async function loadAndRebuild(
     report();
   }, 250);
   try {
-    await inParallel(pool, coordinator, jobs, tasks, async (client, task, queue) => {
+    await inParallel(pool, coordinator, jobs, tasks, pick, async (client, task, queue) => {
+      if ('foreignKey' in task) {
+        const tables = foreignKeyTables(task.foreignKey);
+        for (const t of tables) keyLocks.add(t);
+        try {
+          await inTransaction(client, () => addForeignKeys(client, [task.foreignKey]));
+        } finally {
+          for (const t of tables) keyLocks.delete(t);
+        }
+        return;
+      }
       if ('rebuild' in task) {
         await inTransaction(client, async () => {
           await client.query(`SET LOCAL maintenance_work_mem = '${memory}MB'`);
@@ -392,6 +430,7 @@ async function loadAndRebuild(
             dropped.indexes.filter((i) => i.table === task.rebuild),
           );
         });
+        finished(task.rebuild, queue);
         return;
       }
       const { entry, table } = task.load;
@@ -417,10 +456,13 @@ async function loadAndRebuild(
         report();
       }
       if (rebuild.has(table.name)) queue.unshift({ rebuild: table.name });
+      finished(table.name, queue);
     });
   } finally {
     clearInterval(ticker);
   }
+  // Every foreign key's tables are finished by now; should one still wait, it is added here.
+  if (waitingKeys.length) await inTransaction(coordinator, () => addForeignKeys(coordinator, waitingKeys));
   if (progress.phase !== 'constraints') {
     progress.phase = 'constraints';
     progress.table = undefined;
@@ -430,7 +472,9 @@ async function loadAndRebuild(
 }
 
 /**
- * Runs work(item) for every item over up to `jobs` pooled connections (work may queue more). The first failure stops the
+ * Runs work(item) for every item over up to `jobs` pooled connections (work may queue more). Each
+ * connection takes the first item pick() allows (-1: none now); one that finds none stops, and the
+ * items left are run by the connections whose work held them back. The first failure stops the
  * rest: no new item starts, and the statements still running are cancelled (through the coordinator),
  * so the caller can drop the staging schema at once. Resolves when every connection is back.
  */
@@ -439,6 +483,7 @@ async function inParallel<T>(
   coordinator: pg.PoolClient,
   jobs: number,
   items: T[],
+  pick: (queue: T[]) => number,
   work: (client: pg.PoolClient, item: T, queue: T[]) => Promise<void>,
 ): Promise<void> {
   const queue = [...items];
@@ -455,7 +500,11 @@ async function inParallel<T>(
     try {
       client = await pool.connect();
       const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-      for (let item = queue.shift(); item !== undefined && !failure; item = queue.shift()) {
+      const next = () => {
+        const i = pick(queue);
+        return i < 0 ? undefined : queue.splice(i, 1)[0];
+      };
+      for (let item = next(); item !== undefined && !failure; item = next()) {
         busy.add(pid);
         try {
           await work(client, item, queue);
