@@ -12,6 +12,8 @@ import type { KeySource } from './keys';
 
 /** Zip readers jump to the central directory and then walk entries in order: a few chunks suffice. */
 const CACHE_CHUNKS = 4;
+/** Whole chunks a range stream reads from the file at once (1 MiB): fewer, larger reads (and ranged GETs). */
+const BATCH_CHUNKS = 16;
 
 export class EncryptedFileReader implements RandomAccessSource {
   private readonly cache = new Map<number, Promise<Buffer>>();
@@ -74,7 +76,7 @@ export class EncryptedFileReader implements RandomAccessSource {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || start > end || end > this.size) {
       throw new RangeError(`range [${start}, ${end}) is outside the plaintext of ${this.size} bytes`);
     }
-    return new PlaintextRangeStream((index) => this.chunk(index), start, end);
+    return new PlaintextRangeStream(this, start, end);
   }
 
   /** Plaintext bytes [position, position + length), fewer only at the end. */
@@ -89,10 +91,11 @@ export class EncryptedFileReader implements RandomAccessSource {
       const plaintext = await this.chunk(index);
       const from = pos - index * CHUNK_SIZE;
       const to = Math.min(plaintext.length, end - index * CHUNK_SIZE);
-      pieces.push(Buffer.from(plaintext.subarray(from, to)));
+      pieces.push(plaintext.subarray(from, to));
       pos = index * CHUNK_SIZE + to;
     }
-    return Buffer.concat(pieces);
+    // Copied (once) so that a caller writing into the result cannot corrupt the shared cache.
+    return pieces.length === 1 ? Buffer.from(pieces[0]) : Buffer.concat(pieces);
   }
 
   async close(): Promise<void> {
@@ -103,8 +106,8 @@ export class EncryptedFileReader implements RandomAccessSource {
   }
 
   /** Authenticated plaintext of chunk `index`, through a small LRU cache shared by all streams. */
-  private chunk(index: number): Promise<Buffer> {
-    if (this.closed) return Promise.reject(new CofferError('E_INTERNAL', 'encrypted archive reader is closed'));
+  chunk(index: number): Promise<Buffer> {
+    if (this.closed) return Promise.reject(closedError());
     const cached = this.cache.get(index);
     if (cached !== undefined) {
       this.cache.delete(index);
@@ -123,6 +126,22 @@ export class EncryptedFileReader implements RandomAccessSource {
     return loading;
   }
 
+  /** How many of the chunks from `first` on are whole middle chunks inside the plaintext range ending at `end`. */
+  wholeChunksFrom(first: number, end: number): number {
+    return Math.max(0, Math.min(BATCH_CHUNKS, this.lastIndex - first, Math.floor(end / CHUNK_SIZE) - first));
+  }
+
+  /** The sealed bytes of `count` middle chunks from `first` on, in one read of the file (not authenticated yet). */
+  readSealed(first: number, count: number): Promise<Buffer> {
+    if (this.closed) return Promise.reject(closedError());
+    return readExactly(this.file, this.envelope.payloadOffset + first * SEALED_CHUNK_SIZE, count * SEALED_CHUNK_SIZE);
+  }
+
+  /** Authenticated plaintext of middle chunk `index` from its sealed bytes: a new buffer, never cached. */
+  openMiddle(index: number, sealed: Buffer): Buffer {
+    return openMiddleChunk(this.ctx, index, sealed);
+  }
+
   private async loadChunk(index: number): Promise<Buffer> {
     const last = index === this.lastIndex;
     const sealed = await readExactly(this.file, this.envelope.payloadOffset + index * SEALED_CHUNK_SIZE, last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
@@ -130,10 +149,29 @@ export class EncryptedFileReader implements RandomAccessSource {
   }
 }
 
-/** Streams [start, end) of the plaintext, one chunk per read() so back-pressure reaches the file. */
+function closedError(): CofferError {
+  return new CofferError('E_INTERNAL', 'encrypted archive reader is closed');
+}
+
+interface SealedBatch {
+  first: number;
+  count: number;
+  sealed: Promise<Buffer>;
+}
+
+/**
+ * Streams [start, end) of the plaintext. Chunks the range covers whole (the bulk of a zip entry) are
+ * read from the file in batches of up to BATCH_CHUNKS, the next batch read while this one is being
+ * consumed, and each is opened only when the consumer asks for it (one chunk per read(), so
+ * back-pressure holds and nothing is decrypted ahead). Their plaintext is handed over without a copy.
+ * Chunks the range covers in part (shared with the neighbouring entries) go through the reader's cache.
+ */
 class PlaintextRangeStream extends Readable {
+  private batch: SealedBatch | null = null;
+  private next: SealedBatch | null = null;
+
   constructor(
-    private readonly fetchChunk: (index: number) => Promise<Buffer>,
+    private readonly reader: EncryptedFileReader,
     private pos: number,
     private readonly end: number,
   ) {
@@ -147,22 +185,51 @@ class PlaintextRangeStream extends Readable {
     }
     const index = Math.floor(this.pos / CHUNK_SIZE);
     const chunkStart = index * CHUNK_SIZE;
-    // _read() is not called again until push(), so at most one chunk is in flight per stream, plus
-    // the next one, started early so that its file read overlaps this chunk's consumer.
-    const current = this.fetchChunk(index);
-    if (chunkStart + CHUNK_SIZE < this.end) this.fetchChunk(index + 1).catch(() => undefined);
-    current.then(
+    let piece: Promise<Buffer>;
+    try {
+      piece = this.pos === chunkStart && this.reader.wholeChunksFrom(index, this.end) > 0 ? this.wholeChunk(index) : this.partOfChunk(index, chunkStart);
+    } catch (err) {
+      this.destroy(err as Error);
+      return;
+    }
+    // _read() is not called again until push(), so one piece at a time is opened per stream.
+    piece.then(
       (plaintext) => {
         if (this.destroyed) return;
-        const to = Math.min(plaintext.length, this.end - chunkStart);
-        // Copied so that a consumer writing into its buffer cannot corrupt the shared cache.
-        const piece = Buffer.from(plaintext.subarray(this.pos - chunkStart, to));
-        this.pos = chunkStart + to;
-        this.push(piece);
+        this.pos += plaintext.length;
+        this.push(plaintext);
         if (this.pos >= this.end) this.push(null);
       },
       (err: unknown) => this.destroy(err as Error),
     );
+  }
+
+  /** Part of a chunk, from the shared cache; copied so that a consumer cannot corrupt the cache. */
+  private async partOfChunk(index: number, chunkStart: number): Promise<Buffer> {
+    // The whole chunks after it, if any, start loading now, overlapping this chunk's consumer.
+    if (this.next === null && this.batch === null) this.next = this.startBatch(index + 1);
+    const plaintext = await this.reader.chunk(index);
+    return Buffer.from(plaintext.subarray(this.pos - chunkStart, Math.min(plaintext.length, this.end - chunkStart)));
+  }
+
+  private async wholeChunk(index: number): Promise<Buffer> {
+    if (this.batch === null || index >= this.batch.first + this.batch.count) {
+      this.batch = this.next !== null && this.next.first === index ? this.next : this.startBatch(index);
+      this.next = this.startBatch(this.batch!.first + this.batch!.count);
+    }
+    const { first, sealed } = this.batch!;
+    const offset = (index - first) * SEALED_CHUNK_SIZE;
+    return this.reader.openMiddle(index, (await sealed).subarray(offset, offset + SEALED_CHUNK_SIZE));
+  }
+
+  /** Starts reading the whole chunks from `first` on, or returns null when there are none. */
+  private startBatch(first: number): SealedBatch | null {
+    const count = this.reader.wholeChunksFrom(first, this.end);
+    if (count === 0) return null;
+    const sealed = this.reader.readSealed(first, count);
+    // Read ahead: a stream destroyed before it gets here must not leave an unhandled rejection.
+    sealed.catch(() => undefined);
+    return { first, count, sealed };
   }
 }
 
