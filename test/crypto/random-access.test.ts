@@ -1,4 +1,5 @@
-import { fileSource } from '../../src/archive';
+import { bufferSource, fileSource } from '../../src/archive';
+import type { RandomAccessSource } from '../../src/core/types';
 import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -188,6 +189,66 @@ describe('random access and the stream decryptor', () => {
       }
     }
     expect(compared).toBeGreaterThan(100);
+  });
+});
+
+/** A source that records every read of the encrypted file, as [position, length]. */
+function countingSource(inner: RandomAccessSource, reads: Array<[number, number]>): RandomAccessSource {
+  return {
+    size: inner.size,
+    createReadStream: (start, end) => inner.createReadStream(start, end),
+    read(position, length) {
+      reads.push([position, length]);
+      return inner.read(position, length);
+    },
+    close: () => inner.close(),
+  };
+}
+
+describe('random access: how the file is read', () => {
+  const source: KeySource = { kind: 'raw', key: Buffer.alloc(32, 8) };
+  const plain = pseudoRandomBytes(40 * CHUNK_SIZE + 777, 8);
+  let encrypted: Buffer;
+  beforeAll(async () => {
+    encrypted = await encryptBuffer(plain, source);
+  });
+
+  async function withReader(run: (reader: EncryptedFileReader, reads: Array<[number, number]>) => Promise<void>): Promise<void> {
+    const reads: Array<[number, number]> = [];
+    const reader = await EncryptedFileReader.open(countingSource(bufferSource(encrypted), reads), source);
+    reads.length = 0; // the header and the last two chunks, read by open
+    try {
+      await run(reader, reads);
+    } finally {
+      await reader.close();
+    }
+  }
+
+  test('a long range is read in a few large reads, not one read per chunk', async () => {
+    await withReader(async (reader, reads) => {
+      const got = await readStream(reader.createReadStream(100, 38 * CHUNK_SIZE + 5));
+      expect(got.equals(plain.subarray(100, 38 * CHUNK_SIZE + 5))).toBe(true);
+      expect(reads.length).toBeLessThanOrEqual(6);
+      expect(Math.max(...reads.map(([, length]) => length))).toBe(16 * SEALED_CHUNK_SIZE);
+    });
+  });
+
+  test('neighbouring ranges that share a chunk read it from the file once', async () => {
+    await withReader(async (reader, reads) => {
+      const cut = 5 * CHUNK_SIZE + 1000;
+      const first = await readStream(reader.createReadStream(0, cut));
+      const second = await readStream(reader.createReadStream(cut, 9 * CHUNK_SIZE));
+      expect(Buffer.concat([first, second]).equals(plain.subarray(0, 9 * CHUNK_SIZE))).toBe(true);
+      const sharedAt = HEADER_SIZE + 5 * SEALED_CHUNK_SIZE;
+      expect(reads.filter(([position, length]) => position <= sharedAt && sharedAt < position + length)).toHaveLength(1);
+    });
+  });
+
+  test('the whole plaintext, the last chunks included, streams back exactly', async () => {
+    await withReader(async (reader) => {
+      expect((await readStream(reader.createReadStream(0, reader.size))).equals(plain)).toBe(true);
+      expect((await readStream(reader.createReadStream(CHUNK_SIZE, reader.size))).equals(plain.subarray(CHUNK_SIZE))).toBe(true);
+    });
   });
 });
 
