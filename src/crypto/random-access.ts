@@ -14,9 +14,12 @@ import type { KeySource } from './keys';
 const CACHE_CHUNKS = 4;
 /** Whole chunks a range stream reads from the file at once (1 MiB): fewer, larger reads (and ranged GETs). */
 const BATCH_CHUNKS = 16;
+/** Batch buffers kept for reuse: two for each of a few streams read side by side (restore's jobs). */
+const SPARE_BATCH_BUFFERS = 8;
 
 export class EncryptedFileReader implements RandomAccessSource {
   private readonly cache = new Map<number, Promise<Buffer>>();
+  private readonly spareBatchBuffers: Buffer[] = [];
   private closed = false;
 
   private constructor(
@@ -131,10 +134,32 @@ export class EncryptedFileReader implements RandomAccessSource {
     return Math.max(0, Math.min(BATCH_CHUNKS, this.lastIndex - first, Math.floor(end / CHUNK_SIZE) - first));
   }
 
-  /** The sealed bytes of `count` middle chunks from `first` on, in one read of the file (not authenticated yet). */
-  readSealed(first: number, count: number): Promise<Buffer> {
-    if (this.closed) return Promise.reject(closedError());
-    return readExactly(this.file, this.envelope.payloadOffset + first * SEALED_CHUNK_SIZE, count * SEALED_CHUNK_SIZE);
+  /**
+   * Starts reading the sealed bytes of `count` middle chunks from `first` on, in one read of the file
+   * (not authenticated yet). Where the file can read into a given buffer, the batch borrows one of the
+   * reader's batch buffers, so that a long restore does not allocate a buffer a read; the stream gives
+   * it back with releaseBatch once every chunk of the batch has been opened.
+   */
+  startBatch(first: number, count: number): SealedBatch {
+    const position = this.envelope.payloadOffset + first * SEALED_CHUNK_SIZE;
+    const length = count * SEALED_CHUNK_SIZE;
+    const file = this.file;
+    if (this.closed) return { first, count, sealed: Promise.reject(closedError()) };
+    if (file.readInto === undefined) return { first, count, sealed: readExactly(file, position, length) };
+    const buffer = this.spareBatchBuffers.pop() ?? Buffer.allocUnsafe(BATCH_CHUNKS * SEALED_CHUNK_SIZE);
+    const into = buffer.subarray(0, length);
+    const sealed = file.readInto(into, position).then(
+      () => into,
+      (err: unknown) => {
+        throw shorterFile(err);
+      },
+    );
+    return { first, count, sealed, buffer };
+  }
+
+  /** Takes back a batch's buffer: its read has completed and its chunks have all been opened. */
+  releaseBatch(batch: SealedBatch): void {
+    if (batch.buffer !== undefined && this.spareBatchBuffers.length < SPARE_BATCH_BUFFERS) this.spareBatchBuffers.push(batch.buffer);
   }
 
   /** Authenticated plaintext of middle chunk `index` from its sealed bytes: a new buffer, never cached. */
@@ -157,6 +182,8 @@ interface SealedBatch {
   first: number;
   count: number;
   sealed: Promise<Buffer>;
+  /** The reader's buffer that `sealed` is read into, when the file can read into a given buffer. */
+  buffer?: Buffer;
 }
 
 /**
@@ -198,7 +225,11 @@ class PlaintextRangeStream extends Readable {
         if (this.destroyed) return;
         this.pos += plaintext.length;
         this.push(plaintext);
-        if (this.pos >= this.end) this.push(null);
+        if (this.pos < this.end) return;
+        // The last batch is consumed; a stream destroyed earlier keeps its buffers (a read may be in flight).
+        if (this.batch !== null) this.reader.releaseBatch(this.batch);
+        this.batch = null;
+        this.push(null);
       },
       (err: unknown) => this.destroy(err as Error),
     );
@@ -214,6 +245,8 @@ class PlaintextRangeStream extends Readable {
 
   private async wholeChunk(index: number): Promise<Buffer> {
     if (this.batch === null || index >= this.batch.first + this.batch.count) {
+      // Every chunk of the batch before has been opened (each into a new buffer): its buffer can go back.
+      if (this.batch !== null) this.reader.releaseBatch(this.batch);
       this.batch = this.next !== null && this.next.first === index ? this.next : this.startBatch(index);
       this.next = this.startBatch(this.batch!.first + this.batch!.count);
     }
@@ -226,10 +259,10 @@ class PlaintextRangeStream extends Readable {
   private startBatch(first: number): SealedBatch | null {
     const count = this.reader.wholeChunksFrom(first, this.end);
     if (count === 0) return null;
-    const sealed = this.reader.readSealed(first, count);
+    const batch = this.reader.startBatch(first, count);
     // Read ahead: a stream destroyed before it gets here must not leave an unhandled rejection.
-    sealed.catch(() => undefined);
-    return { first, count, sealed };
+    batch.sealed.catch(() => undefined);
+    return batch;
   }
 }
 
@@ -238,9 +271,14 @@ async function readExactly(file: RandomAccessSource, position: number, length: n
   try {
     buf = position + length <= file.size ? await file.read(position, length) : Buffer.alloc(0);
   } catch (err) {
-    if (isCofferError(err) && err.code === 'E_ARCHIVE_TRUNCATED') buf = Buffer.alloc(0);
-    else throw err;
+    throw shorterFile(err);
   }
-  if (buf.length !== length) throw new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive file became shorter while it was being read');
+  if (buf.length !== length) throw shorterFile(undefined);
   return buf;
+}
+
+/** A read that came up short is the file shrinking under us; other errors pass through. */
+function shorterFile(err: unknown): unknown {
+  if (err !== undefined && !(isCofferError(err) && err.code === 'E_ARCHIVE_TRUNCATED')) return err;
+  return new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive file became shorter while it was being read');
 }

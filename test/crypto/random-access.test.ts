@@ -192,8 +192,8 @@ describe('random access and the stream decryptor', () => {
   });
 });
 
-/** A source that records every read of the encrypted file, as [position, length]. */
-function countingSource(inner: RandomAccessSource, reads: Array<[number, number]>): RandomAccessSource {
+/** A source that records every read of the encrypted file, as [position, length]; readInto only if asked. */
+function countingSource(inner: RandomAccessSource, reads: Array<[number, number]>, readInto: boolean): RandomAccessSource {
   return {
     size: inner.size,
     createReadStream: (start, end) => inner.createReadStream(start, end),
@@ -201,11 +201,20 @@ function countingSource(inner: RandomAccessSource, reads: Array<[number, number]
       reads.push([position, length]);
       return inner.read(position, length);
     },
+    ...(readInto && {
+      readInto(buffer: Buffer, position: number) {
+        reads.push([position, buffer.length]);
+        return inner.readInto!(buffer, position);
+      },
+    }),
     close: () => inner.close(),
   };
 }
 
-describe('random access: how the file is read', () => {
+describe.each([
+  ['a source that reads into given buffers', true],
+  ['a source that only returns new buffers', false],
+])('random access through %s: how the file is read', (_name, readInto) => {
   const source: KeySource = { kind: 'raw', key: Buffer.alloc(32, 8) };
   const plain = pseudoRandomBytes(40 * CHUNK_SIZE + 777, 8);
   let encrypted: Buffer;
@@ -215,7 +224,7 @@ describe('random access: how the file is read', () => {
 
   async function withReader(run: (reader: EncryptedFileReader, reads: Array<[number, number]>) => Promise<void>): Promise<void> {
     const reads: Array<[number, number]> = [];
-    const reader = await EncryptedFileReader.open(countingSource(bufferSource(encrypted), reads), source);
+    const reader = await EncryptedFileReader.open(countingSource(bufferSource(encrypted), reads, readInto), source);
     reads.length = 0; // the header and the last two chunks, read by open
     try {
       await run(reader, reads);
@@ -248,6 +257,26 @@ describe('random access: how the file is read', () => {
     await withReader(async (reader) => {
       expect((await readStream(reader.createReadStream(0, reader.size))).equals(plain)).toBe(true);
       expect((await readStream(reader.createReadStream(CHUNK_SIZE, reader.size))).equals(plain.subarray(CHUNK_SIZE))).toBe(true);
+    });
+  });
+
+  test('streams side by side, and streams destroyed halfway, never see each other\'s bytes', async () => {
+    await withReader(async (reader) => {
+      const rng = seededRandom(41);
+      for (let round = 0; round < 10; round++) {
+        const ranges = Array.from({ length: 4 }, (): [number, number] => {
+          const start = randomInt(rng, plain.length);
+          return [start, Math.min(plain.length, start + randomInt(rng, 30 * CHUNK_SIZE))];
+        });
+        // One stream read only in part and then destroyed, its read-ahead possibly still in flight.
+        const abandoned = reader.createReadStream(0, plain.length);
+        await new Promise((resolve) => abandoned.once('data', resolve));
+        abandoned.destroy();
+        const results = await Promise.all(ranges.map(([s, e]) => readStream(reader.createReadStream(s, e))));
+        results.forEach((got, i) => {
+          if (!got.equals(plain.subarray(...ranges[i]))) throw new Error(`round ${round}: range [${ranges[i].join(', ')}) differs`);
+        });
+      }
     });
   });
 });
