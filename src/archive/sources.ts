@@ -25,6 +25,10 @@ export async function fileSource(path: string): Promise<RandomAccessSource> {
       checkRange(position, Math.min(size, position + length), size);
       return readFully(fh, position, Math.min(length, size - position));
     },
+    async readInto(buffer: Buffer, position: number): Promise<void> {
+      checkRange(position, position + buffer.length, size);
+      await fill(fh, buffer, position);
+    },
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
@@ -87,6 +91,11 @@ export function bufferSource(buf: Buffer, chunkSize = 64 * 1024): RandomAccessSo
       checkRange(position, Math.min(buf.length, position + length), buf.length);
       return Promise.resolve(Buffer.from(buf.subarray(position, position + length)));
     },
+    readInto(into: Buffer, position: number): Promise<void> {
+      checkRange(position, position + into.length, buf.length);
+      buf.copy(into, 0, position, position + into.length);
+      return Promise.resolve();
+    },
     close: () => Promise.resolve(),
   };
 }
@@ -94,13 +103,17 @@ export function bufferSource(buf: Buffer, chunkSize = 64 * 1024): RandomAccessSo
 /** Exactly `length` bytes at `position` of an open file; a file that shrank meanwhile is an error. */
 export async function readFully(fh: FileHandle, position: number, length: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);
+  await fill(fh, buf, position);
+  return buf;
+}
+
+async function fill(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
   let filled = 0;
-  while (filled < length) {
-    const { bytesRead } = await fh.read(buf, filled, length - filled, position + filled);
+  while (filled < buf.length) {
+    const { bytesRead } = await fh.read(buf, filled, buf.length - filled, position + filled);
     if (bytesRead === 0) throw new CofferError('E_ARCHIVE_TRUNCATED', `unexpected end of file at byte ${position + filled} (the file shrank while being read)`);
     filled += bytesRead;
   }
-  return buf;
 }
 
 function checkRange(start: number, end: number, size: number): void {

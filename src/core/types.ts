@@ -21,6 +21,11 @@ export interface RandomAccessSource {
    * (headers, single chunks); streams are for the bulk.
    */
   read(position: number, length: number): Promise<Buffer>;
+  /**
+   * Optional: fills all of `buffer` with the bytes at `position` (E_ARCHIVE_TRUNCATED if the source
+   * ends sooner). Lets a reader that reads a lot reuse its buffers instead of allocating one a read.
+   */
+  readInto?(buffer: Buffer, position: number): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -12,9 +12,14 @@ import type { KeySource } from './keys';
 
 /** Zip readers jump to the central directory and then walk entries in order: a few chunks suffice. */
 const CACHE_CHUNKS = 4;
+/** Whole chunks a range stream reads from the file at once (1 MiB): fewer, larger reads (and ranged GETs). */
+const BATCH_CHUNKS = 16;
+/** Batch buffers kept for reuse: two for each of a few streams read side by side (restore's jobs). */
+const SPARE_BATCH_BUFFERS = 8;
 
 export class EncryptedFileReader implements RandomAccessSource {
   private readonly cache = new Map<number, Promise<Buffer>>();
+  private readonly spareBatchBuffers: Buffer[] = [];
   private closed = false;
 
   private constructor(
@@ -74,7 +79,7 @@ export class EncryptedFileReader implements RandomAccessSource {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || start > end || end > this.size) {
       throw new RangeError(`range [${start}, ${end}) is outside the plaintext of ${this.size} bytes`);
     }
-    return new PlaintextRangeStream((index) => this.chunk(index), start, end);
+    return new PlaintextRangeStream(this, start, end);
   }
 
   /** Plaintext bytes [position, position + length), fewer only at the end. */
@@ -89,10 +94,11 @@ export class EncryptedFileReader implements RandomAccessSource {
       const plaintext = await this.chunk(index);
       const from = pos - index * CHUNK_SIZE;
       const to = Math.min(plaintext.length, end - index * CHUNK_SIZE);
-      pieces.push(Buffer.from(plaintext.subarray(from, to)));
+      pieces.push(plaintext.subarray(from, to));
       pos = index * CHUNK_SIZE + to;
     }
-    return Buffer.concat(pieces);
+    // Copied (once) so that a caller writing into the result cannot corrupt the shared cache.
+    return pieces.length === 1 ? Buffer.from(pieces[0]) : Buffer.concat(pieces);
   }
 
   async close(): Promise<void> {
@@ -103,8 +109,8 @@ export class EncryptedFileReader implements RandomAccessSource {
   }
 
   /** Authenticated plaintext of chunk `index`, through a small LRU cache shared by all streams. */
-  private chunk(index: number): Promise<Buffer> {
-    if (this.closed) return Promise.reject(new CofferError('E_INTERNAL', 'encrypted archive reader is closed'));
+  chunk(index: number): Promise<Buffer> {
+    if (this.closed) return Promise.reject(closedError());
     const cached = this.cache.get(index);
     if (cached !== undefined) {
       this.cache.delete(index);
@@ -123,6 +129,44 @@ export class EncryptedFileReader implements RandomAccessSource {
     return loading;
   }
 
+  /** How many of the chunks from `first` on are whole middle chunks inside the plaintext range ending at `end`. */
+  wholeChunksFrom(first: number, end: number): number {
+    return Math.max(0, Math.min(BATCH_CHUNKS, this.lastIndex - first, Math.floor(end / CHUNK_SIZE) - first));
+  }
+
+  /**
+   * Starts reading the sealed bytes of `count` middle chunks from `first` on, in one read of the file
+   * (not authenticated yet). Where the file can read into a given buffer, the batch borrows one of the
+   * reader's batch buffers, so that a long restore does not allocate a buffer a read; the stream gives
+   * it back with releaseBatch once every chunk of the batch has been opened.
+   */
+  startBatch(first: number, count: number): SealedBatch {
+    const position = this.envelope.payloadOffset + first * SEALED_CHUNK_SIZE;
+    const length = count * SEALED_CHUNK_SIZE;
+    const file = this.file;
+    if (this.closed) return { first, count, sealed: Promise.reject(closedError()) };
+    if (file.readInto === undefined) return { first, count, sealed: readExactly(file, position, length) };
+    const buffer = this.spareBatchBuffers.pop() ?? Buffer.allocUnsafe(BATCH_CHUNKS * SEALED_CHUNK_SIZE);
+    const into = buffer.subarray(0, length);
+    const sealed = file.readInto(into, position).then(
+      () => into,
+      (err: unknown) => {
+        throw shorterFile(err);
+      },
+    );
+    return { first, count, sealed, buffer };
+  }
+
+  /** Takes back a batch's buffer: its read has completed and its chunks have all been opened. */
+  releaseBatch(batch: SealedBatch): void {
+    if (batch.buffer !== undefined && this.spareBatchBuffers.length < SPARE_BATCH_BUFFERS) this.spareBatchBuffers.push(batch.buffer);
+  }
+
+  /** Authenticated plaintext of middle chunk `index` from its sealed bytes: a new buffer, never cached. */
+  openMiddle(index: number, sealed: Buffer): Buffer {
+    return openMiddleChunk(this.ctx, index, sealed);
+  }
+
   private async loadChunk(index: number): Promise<Buffer> {
     const last = index === this.lastIndex;
     const sealed = await readExactly(this.file, this.envelope.payloadOffset + index * SEALED_CHUNK_SIZE, last ? this.lastSealedSize : SEALED_CHUNK_SIZE);
@@ -130,10 +174,31 @@ export class EncryptedFileReader implements RandomAccessSource {
   }
 }
 
-/** Streams [start, end) of the plaintext, one chunk per read() so back-pressure reaches the file. */
+function closedError(): CofferError {
+  return new CofferError('E_INTERNAL', 'encrypted archive reader is closed');
+}
+
+interface SealedBatch {
+  first: number;
+  count: number;
+  sealed: Promise<Buffer>;
+  /** The reader's buffer that `sealed` is read into, when the file can read into a given buffer. */
+  buffer?: Buffer;
+}
+
+/**
+ * Streams [start, end) of the plaintext. Chunks the range covers whole (the bulk of a zip entry) are
+ * read from the file in batches of up to BATCH_CHUNKS, the next batch read while this one is being
+ * consumed, and each is opened only when the consumer asks for it (one chunk per read(), so
+ * back-pressure holds and nothing is decrypted ahead). Their plaintext is handed over without a copy.
+ * Chunks the range covers in part (shared with the neighbouring entries) go through the reader's cache.
+ */
 class PlaintextRangeStream extends Readable {
+  private batch: SealedBatch | null = null;
+  private next: SealedBatch | null = null;
+
   constructor(
-    private readonly fetchChunk: (index: number) => Promise<Buffer>,
+    private readonly reader: EncryptedFileReader,
     private pos: number,
     private readonly end: number,
   ) {
@@ -147,22 +212,57 @@ class PlaintextRangeStream extends Readable {
     }
     const index = Math.floor(this.pos / CHUNK_SIZE);
     const chunkStart = index * CHUNK_SIZE;
-    // _read() is not called again until push(), so at most one chunk is in flight per stream, plus
-    // the next one, started early so that its file read overlaps this chunk's consumer.
-    const current = this.fetchChunk(index);
-    if (chunkStart + CHUNK_SIZE < this.end) this.fetchChunk(index + 1).catch(() => undefined);
-    current.then(
+    let piece: Promise<Buffer>;
+    try {
+      piece = this.pos === chunkStart && this.reader.wholeChunksFrom(index, this.end) > 0 ? this.wholeChunk(index) : this.partOfChunk(index, chunkStart);
+    } catch (err) {
+      this.destroy(err as Error);
+      return;
+    }
+    // _read() is not called again until push(), so one piece at a time is opened per stream.
+    piece.then(
       (plaintext) => {
         if (this.destroyed) return;
-        const to = Math.min(plaintext.length, this.end - chunkStart);
-        // Copied so that a consumer writing into its buffer cannot corrupt the shared cache.
-        const piece = Buffer.from(plaintext.subarray(this.pos - chunkStart, to));
-        this.pos = chunkStart + to;
-        this.push(piece);
-        if (this.pos >= this.end) this.push(null);
+        this.pos += plaintext.length;
+        this.push(plaintext);
+        if (this.pos < this.end) return;
+        // The last batch is consumed; a stream destroyed earlier keeps its buffers (a read may be in flight).
+        if (this.batch !== null) this.reader.releaseBatch(this.batch);
+        this.batch = null;
+        this.push(null);
       },
       (err: unknown) => this.destroy(err as Error),
     );
+  }
+
+  /** Part of a chunk, from the shared cache; copied so that a consumer cannot corrupt the cache. */
+  private async partOfChunk(index: number, chunkStart: number): Promise<Buffer> {
+    // The whole chunks after it, if any, start loading now, overlapping this chunk's consumer.
+    if (this.next === null && this.batch === null) this.next = this.startBatch(index + 1);
+    const plaintext = await this.reader.chunk(index);
+    return Buffer.from(plaintext.subarray(this.pos - chunkStart, Math.min(plaintext.length, this.end - chunkStart)));
+  }
+
+  private async wholeChunk(index: number): Promise<Buffer> {
+    if (this.batch === null || index >= this.batch.first + this.batch.count) {
+      // Every chunk of the batch before has been opened (each into a new buffer): its buffer can go back.
+      if (this.batch !== null) this.reader.releaseBatch(this.batch);
+      this.batch = this.next !== null && this.next.first === index ? this.next : this.startBatch(index);
+      this.next = this.startBatch(this.batch!.first + this.batch!.count);
+    }
+    const { first, sealed } = this.batch!;
+    const offset = (index - first) * SEALED_CHUNK_SIZE;
+    return this.reader.openMiddle(index, (await sealed).subarray(offset, offset + SEALED_CHUNK_SIZE));
+  }
+
+  /** Starts reading the whole chunks from `first` on, or returns null when there are none. */
+  private startBatch(first: number): SealedBatch | null {
+    const count = this.reader.wholeChunksFrom(first, this.end);
+    if (count === 0) return null;
+    const batch = this.reader.startBatch(first, count);
+    // Read ahead: a stream destroyed before it gets here must not leave an unhandled rejection.
+    batch.sealed.catch(() => undefined);
+    return batch;
   }
 }
 
@@ -171,9 +271,14 @@ async function readExactly(file: RandomAccessSource, position: number, length: n
   try {
     buf = position + length <= file.size ? await file.read(position, length) : Buffer.alloc(0);
   } catch (err) {
-    if (isCofferError(err) && err.code === 'E_ARCHIVE_TRUNCATED') buf = Buffer.alloc(0);
-    else throw err;
+    throw shorterFile(err);
   }
-  if (buf.length !== length) throw new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive file became shorter while it was being read');
+  if (buf.length !== length) throw shorterFile(undefined);
   return buf;
+}
+
+/** A read that came up short is the file shrinking under us; other errors pass through. */
+function shorterFile(err: unknown): unknown {
+  if (err !== undefined && !(isCofferError(err) && err.code === 'E_ARCHIVE_TRUNCATED')) return err;
+  return new CofferError('E_CRYPT_TRUNCATED', 'encrypted archive file became shorter while it was being read');
 }

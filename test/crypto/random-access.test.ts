@@ -1,4 +1,5 @@
-import { fileSource } from '../../src/archive';
+import { bufferSource, fileSource } from '../../src/archive';
+import type { RandomAccessSource } from '../../src/core/types';
 import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -188,6 +189,95 @@ describe('random access and the stream decryptor', () => {
       }
     }
     expect(compared).toBeGreaterThan(100);
+  });
+});
+
+/** A source that records every read of the encrypted file, as [position, length]; readInto only if asked. */
+function countingSource(inner: RandomAccessSource, reads: Array<[number, number]>, readInto: boolean): RandomAccessSource {
+  return {
+    size: inner.size,
+    createReadStream: (start, end) => inner.createReadStream(start, end),
+    read(position, length) {
+      reads.push([position, length]);
+      return inner.read(position, length);
+    },
+    ...(readInto && {
+      readInto(buffer: Buffer, position: number) {
+        reads.push([position, buffer.length]);
+        return inner.readInto!(buffer, position);
+      },
+    }),
+    close: () => inner.close(),
+  };
+}
+
+describe.each([
+  ['a source that reads into given buffers', true],
+  ['a source that only returns new buffers', false],
+])('random access through %s: how the file is read', (_name, readInto) => {
+  const source: KeySource = { kind: 'raw', key: Buffer.alloc(32, 8) };
+  const plain = pseudoRandomBytes(40 * CHUNK_SIZE + 777, 8);
+  let encrypted: Buffer;
+  beforeAll(async () => {
+    encrypted = await encryptBuffer(plain, source);
+  });
+
+  async function withReader(run: (reader: EncryptedFileReader, reads: Array<[number, number]>) => Promise<void>): Promise<void> {
+    const reads: Array<[number, number]> = [];
+    const reader = await EncryptedFileReader.open(countingSource(bufferSource(encrypted), reads, readInto), source);
+    reads.length = 0; // the header and the last two chunks, read by open
+    try {
+      await run(reader, reads);
+    } finally {
+      await reader.close();
+    }
+  }
+
+  test('a long range is read in a few large reads, not one read per chunk', async () => {
+    await withReader(async (reader, reads) => {
+      const got = await readStream(reader.createReadStream(100, 38 * CHUNK_SIZE + 5));
+      expect(got.equals(plain.subarray(100, 38 * CHUNK_SIZE + 5))).toBe(true);
+      expect(reads.length).toBeLessThanOrEqual(6);
+      expect(Math.max(...reads.map(([, length]) => length))).toBe(16 * SEALED_CHUNK_SIZE);
+    });
+  });
+
+  test('neighbouring ranges that share a chunk read it from the file once', async () => {
+    await withReader(async (reader, reads) => {
+      const cut = 5 * CHUNK_SIZE + 1000;
+      const first = await readStream(reader.createReadStream(0, cut));
+      const second = await readStream(reader.createReadStream(cut, 9 * CHUNK_SIZE));
+      expect(Buffer.concat([first, second]).equals(plain.subarray(0, 9 * CHUNK_SIZE))).toBe(true);
+      const sharedAt = HEADER_SIZE + 5 * SEALED_CHUNK_SIZE;
+      expect(reads.filter(([position, length]) => position <= sharedAt && sharedAt < position + length)).toHaveLength(1);
+    });
+  });
+
+  test('the whole plaintext, the last chunks included, streams back exactly', async () => {
+    await withReader(async (reader) => {
+      expect((await readStream(reader.createReadStream(0, reader.size))).equals(plain)).toBe(true);
+      expect((await readStream(reader.createReadStream(CHUNK_SIZE, reader.size))).equals(plain.subarray(CHUNK_SIZE))).toBe(true);
+    });
+  });
+
+  test('streams side by side, and streams destroyed halfway, never see each other\'s bytes', async () => {
+    await withReader(async (reader) => {
+      const rng = seededRandom(41);
+      for (let round = 0; round < 10; round++) {
+        const ranges = Array.from({ length: 4 }, (): [number, number] => {
+          const start = randomInt(rng, plain.length);
+          return [start, Math.min(plain.length, start + randomInt(rng, 30 * CHUNK_SIZE))];
+        });
+        // One stream read only in part and then destroyed, its read-ahead possibly still in flight.
+        const abandoned = reader.createReadStream(0, plain.length);
+        await new Promise((resolve) => abandoned.once('data', resolve));
+        abandoned.destroy();
+        const results = await Promise.all(ranges.map(([s, e]) => readStream(reader.createReadStream(s, e))));
+        results.forEach((got, i) => {
+          if (!got.equals(plain.subarray(...ranges[i]))) throw new Error(`round ${round}: range [${ranges[i].join(', ')}) differs`);
+        });
+      }
+    });
   });
 });
 
