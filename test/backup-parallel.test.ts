@@ -10,7 +10,7 @@ import type { KeySource } from '../src/crypto';
 import { beginSnapshot, exportSnapshot, joinSnapshot } from '../src/db/dump';
 import { lockKey } from '../src/db/locks';
 import { generateDemoData } from '../src/domain/demo';
-import { silentLogger } from '../src/log';
+import { createLogger, silentLogger } from '../src/log';
 import { startBackup, type BackupProgress, type BackupRequest } from '../src/pipeline/backup';
 import { fingerprint, insertExtremeValues, restoreFile } from './support/archive';
 import { runCoffer } from './support/cli';
@@ -122,19 +122,30 @@ describe('parallel backup', () => {
     await db.drop();
   });
 
-  test('--jobs 1 and --jobs 4 archives hold the same entries in the same order, and restore to an identical database', async () => {
+  test('--jobs 1 and --jobs 4 archives hold the same entries with the same contents and the same manifest table list, and restore to an identical database', async () => {
     const one = path.join(tmp, 'one.zip');
     const four = path.join(tmp, 'four.zip');
     const m1 = await backupTo(one, { jobs: 1 });
     const m4 = await backupTo(four, { jobs: 4 });
     expect(unzipTest(four)).toMatch(/No errors detected/);
     const [e1, e4] = [await readZip(one), await readZip(four)];
-    expect(e4.map((e) => e.name)).toEqual(e1.map((e) => e.name));
+    const names1 = e1.map((e) => e.name);
+    const names4 = e4.map((e) => e.name);
+    // --jobs 1 writes the tables in name order; with more jobs they are in the order the zip took them.
+    const tables1 = names1.filter((n) => n.startsWith('db/'));
+    expect(tables1).toEqual([...tables1].sort());
+    expect([...names4].sort()).toEqual([...names1].sort());
+    // Only the order inside the db/ group may differ: VERSION first, then the tables, the uploads as before, manifest last.
+    const db4 = names4.filter((n) => n.startsWith('db/'));
+    expect(names4).toEqual(['VERSION', ...db4, ...names1.filter((n) => n !== 'VERSION' && !n.startsWith('db/'))]);
+    // The manifest lists the tables in name order whatever the number of jobs.
     expect(m4.tables.map((t) => t.entry)).toEqual(m1.tables.map((t) => t.entry));
     for (const t of m4.tables.filter((x) => x.name !== 'backup_log')) {
       const o = m1.tables.find((x) => x.name === t.name)!;
       expect([t.name, t.rows, t.bytes, t.sha256]).toEqual([o.name, o.rows, o.bytes, o.sha256]);
-      expect(e4.find((e) => e.name === t.entry)!.compressionMethod).toBe(8);
+      const entry = e4.find((e) => e.name === t.entry)!;
+      expect(entry.compressionMethod).toBe(8);
+      expect(entry.data.equals(e1.find((e) => e.name === t.entry)!.data)).toBe(true);
     }
     expect(spoolFolders(spoolDir)).toEqual([]);
 
@@ -145,6 +156,19 @@ describe('parallel backup', () => {
     } finally {
       await target.drop();
     }
+  }, 120_000);
+
+  test('the biggest table streams straight into the zip, first, and never goes through a spool file', async () => {
+    const lines: string[] = [];
+    const log = createLogger('debug', { write: (line: string) => void lines.push(line) });
+    const file = path.join(tmp, 'order.zip');
+    const m = await backupTo(file, { jobs: 4, log });
+    const dumped = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'backup: table dumped');
+    expect(dumped.map((l) => l.table).sort()).toEqual(m.tables.map((t) => t.name).sort());
+    const events = dumped.find((l) => l.table === 'events');
+    expect(events).toMatchObject({ spooled: false, spooledBytes: 0 });
+    const names = (await readZip(file)).map((e) => e.name);
+    expect(names.slice(0, 2)).toEqual(['VERSION', 'db/public.events.jsonl']);
   }, 120_000);
 
   test('rows written in any table after the backup started are in none of them: all jobs share one snapshot', async () => {

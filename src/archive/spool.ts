@@ -13,15 +13,23 @@ const READ_CHUNK = 256 * 1024;
  * One zip entry deflated into a temporary file while the zip is busy with another, to be appended
  * later with addPrecompressed. The file is unlinked as soon as it is open: its bytes live only as long
  * as this process holds it, so nothing is left behind even if the process is killed. `reader()` may
- * start before the spooling has finished: it follows the file as it grows.
+ * start before the spooling has finished: it follows the file as it grows, and once it has caught up,
+ * each compressed chunk it is waiting for is handed to it directly instead of going through the file.
+ * So an entry the zip takes while it is still being deflated touches the disk only while the zip
+ * cannot keep up, and memory holds at most one chunk beyond the reader's buffer.
  */
 export class EntrySpool {
+  /** Compressed bytes produced so far (those handed to the reader included). */
   private written = 0;
+  /** Of those, the bytes that went into the file. */
+  private filed = 0;
   private crc = 0;
   private size = 0;
   private finished = false;
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
+  /** Set while the reader waits at the end of what was written: takes the next chunk directly. */
+  private take: ((buf: Buffer) => void) | null = null;
 
   private constructor(private readonly handle: fs.promises.FileHandle) {}
 
@@ -53,11 +61,22 @@ export class EntrySpool {
       })().catch((err: Error) => deflate.destroy(err));
       for await (const out of deflate) {
         const buf = out as Buffer;
+        const take = this.take;
+        if (take) {
+          // The reader is waiting for exactly these bytes: no need to write them down and read them back.
+          this.take = null;
+          this.wake = null;
+          this.written += buf.length;
+          take(buf);
+          continue;
+        }
+        // Written at their offset in the entry; bytes handed over earlier leave a hole nobody reads.
         let done = 0;
         while (done < buf.length) {
           const { bytesWritten } = await this.handle.write(buf, done, buf.length - done, this.written);
           done += bytesWritten;
           this.written += bytesWritten;
+          this.filed += bytesWritten;
         }
         this.notify();
       }
@@ -78,7 +97,15 @@ export class EntrySpool {
     return { crc32: this.crc, compressedSize: this.written, uncompressedSize: this.size, method: 8 };
   }
 
-  /** The compressed bytes, from the start, following the file until `fill` has finished. */
+  /** Compressed bytes that went through the file rather than straight to the reader. */
+  get spooledBytes(): number {
+    return this.filed;
+  }
+
+  /**
+   * The compressed bytes, from the start, following the file until `fill` has finished. Only one
+   * reader: the spool hands it chunks it is waiting for.
+   */
   reader(): Readable {
     let pos = 0;
     const next = async (): Promise<Buffer | null> => {
@@ -92,7 +119,14 @@ export class EntrySpool {
           return buf.subarray(0, bytesRead);
         }
         if (this.finished) return null;
-        await new Promise<void>((resolve) => (this.wake = resolve));
+        const handed = await new Promise<Buffer | undefined>((resolve) => {
+          this.wake = () => resolve(undefined);
+          this.take = resolve;
+        });
+        if (handed) {
+          pos += handed.length;
+          return handed;
+        }
       }
     };
     return new Readable({
@@ -116,6 +150,7 @@ export class EntrySpool {
   private notify(): void {
     const w = this.wake;
     this.wake = null;
+    this.take = null;
     w?.();
   }
 }
