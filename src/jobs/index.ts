@@ -427,9 +427,14 @@ export class Jobs {
           if (!free) continue;
           try {
             const error = { code: 'E_INTERRUPTED', message: 'the coffer process running this job stopped (crash, kill or power loss) before it finished' };
+            // Partial objects go first, so a job seen as failed never leaves one behind; a store that cannot
+            // remove them (logged) does not keep the job running.
+            const removed = await this.store.removePartials(job.id).catch((err: unknown) => {
+              this.log.warn({ job: job.id, err: errorMessage(err) }, 'could not remove the partial objects of an interrupted job');
+              return [];
+            });
             const ended = job.kind === 'backup' ? await catalog.endBackupRow(client, job.id, 'failed', error) : await catalog.endRestoreRow(client, job.id, 'failed', error);
             // Its queue entry, if still active, goes with the entries below (the job is final now).
-            const removed = await this.store.removePartials(job.id);
             if (ended) this.log.warn({ job: job.id, kind: job.kind, removed }, 'marked an interrupted job failed (E_INTERRUPTED)');
           } finally {
             await client.query('SELECT pg_advisory_unlock($1)', [jobLockKey(job.id)]);
