@@ -1,47 +1,26 @@
-import type { Readable } from 'node:stream';
-import { RandomAccessReader } from 'yauzl';
 import type { RandomAccessSource } from '../core/types';
 
 /**
  * 64 KiB: the plaintext chunk size of the encrypted format, so one cached block costs one chunk
- * decryption. The central directory of an archive with 100,000 entries is ~8 MB, read as ~130 blocks
- * instead of 200,000 tiny range streams.
+ * decryption.
  */
 const BLOCK_SIZE = 64 * 1024;
 /** Enough for the end-of-central-directory search (up to 2 blocks) plus local headers near each other. */
 const CACHED_BLOCKS = 8;
 
-type ReadCallback = (err: Error | null, bytesRead?: number) => void;
-
 /**
- * Adapts a RandomAccessSource to yauzl. Large entries' data is streamed straight from the source; the
- * small reads (end of central directory, central directory records, local headers, and whole small
- * entries) go through a small block cache, because each read of an encrypted source costs a chunk
- * decryption and many small entries share one block.
+ * Small reads of a RandomAccessSource (end records, local headers, whole small entries) through a small
+ * block cache: each read of an encrypted source costs a chunk decryption, and many small entries share
+ * one block. Large entries' data is streamed from the source directly.
  */
-export class SourceReader extends RandomAccessReader {
+export class SourceReader {
   private readonly blocks = new Map<number, Promise<Buffer>>();
 
-  constructor(private readonly source: RandomAccessSource) {
-    super();
-  }
+  constructor(private readonly source: RandomAccessSource) {}
 
-  override _readStreamForRange(start: number, end: number): Readable {
-    return this.source.createReadStream(start, end);
-  }
-
-  /** yauzl reports `bytesRead < length` as "unexpected EOF", so short reads past the end are allowed. */
-  override read(buffer: Buffer, offset: number, length: number, position: number, callback: (err: Error | null) => void): void {
-    const done = callback as ReadCallback;
-    this.readAt(buffer, offset, length, position).then(
-      (bytesRead) => done(null, bytesRead),
-      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
-    );
-  }
-
-  /** The source is owned and closed by the ZipArchive, not by yauzl's reference counting. */
-  override close(callback: (err: Error | null) => void): void {
-    setImmediate(() => callback(null));
+  /** `length` bytes at `position` in one read of the source, bypassing the cache (the central directory). */
+  readRange(position: number, length: number): Promise<Buffer> {
+    return this.source.read(position, length);
   }
 
   /** Copies up to `length` bytes at `position` into `buffer`; returns how many there were. */

@@ -88,7 +88,7 @@ function checkEntriesAgainstManifest(zip: ZipArchive, m: Manifest): void {
     listed.set(t.entry, t.bytes);
   }
   const folderCounts = new Map<string, { files: number; bytes: number }>();
-  for (const e of zip.entries) {
+  for (const e of zip.list()) {
     if (e.name.startsWith(DB_PREFIX) && !e.isDirectory) {
       const bytes = listed.get(e.name);
       if (bytes === undefined) throw new CofferError('E_ARCHIVE_INVALID', `entry ${e.name} is not listed in manifest.json`);
