@@ -366,6 +366,7 @@ const FNV_PRIME = 0x01000193;
  */
 export class PathTable {
   private entry: Int32Array;
+  private hash: Uint32Array;
   private length: Uint16Array;
   private kind: Uint8Array;
   private mask: number;
@@ -380,6 +381,7 @@ export class PathTable {
     let size = 64;
     while (size < expected * 2) size *= 2;
     this.entry = new Int32Array(size);
+    this.hash = new Uint32Array(size);
     this.length = new Uint16Array(size);
     this.kind = new Uint8Array(size);
     this.mask = size - 1;
@@ -394,12 +396,12 @@ export class PathTable {
     const pathEnd = isDir ? end - 1 : end;
     // One pass: the hash of each parent prefix on the way to the hash of the whole path.
     let h = FNV_OFFSET;
-    const parents: number[] = [];
-    const parentHashes: number[] = [];
+    let depth = 0;
     for (let i = start; i < pathEnd; i++) {
       if (buf[i] === SLASH) {
-        parents.push(i - start);
-        parentHashes.push(h >>> 0);
+        if (depth === parents.length) growParents();
+        parents[depth] = i - start;
+        parentHashes[depth++] = h >>> 0;
       }
       h = Math.imul(h ^ buf[i], FNV_PRIME);
     }
@@ -413,7 +415,7 @@ export class PathTable {
       if (kind === PATH_DIRECTORY) return 'duplicate name';
       if (kind === PATH_FILE) return `directory clashes with file '${path()}'`;
     }
-    for (let k = 0; k < parents.length; k++) {
+    for (let k = 0; k < depth; k++) {
       const slot = this.find(buf, start, parents[k], parentHashes[k]);
       if (slot !== -1 && this.kind[slot] === PATH_FILE) return `parent '${buf.toString('utf8', start, start + parents[k])}' is a file`;
     }
@@ -422,7 +424,7 @@ export class PathTable {
       this.entry[own] = index;
       this.kind[own] = PATH_DIRECTORY;
     } else this.insert(hash, index, pathLength, isDir ? PATH_DIRECTORY : PATH_FILE);
-    for (let k = 0; k < parents.length; k++) {
+    for (let k = 0; k < depth; k++) {
       if (this.find(buf, start, parents[k], parentHashes[k]) === -1) this.insert(parentHashes[k], index, parents[k], PATH_IMPLIED_DIRECTORY);
     }
     return null;
@@ -435,11 +437,11 @@ export class PathTable {
     const pathLength = isDir ? key.length - 1 : key.length;
     let h = FNV_OFFSET;
     for (let i = 0; i < pathLength; i++) h = Math.imul(h ^ key[i], FNV_PRIME);
-    for (let slot = (h >>> 0) & this.mask; this.kind[slot] !== 0; slot = (slot + 1) & this.mask) {
-      if (this.length[slot] !== pathLength) continue;
+    const hash = h >>> 0;
+    for (let slot = hash & this.mask; this.kind[slot] !== 0; slot = (slot + 1) & this.mask) {
+      if (this.hash[slot] !== hash || this.length[slot] !== pathLength) continue;
       const e = this.entry[slot];
-      const start = this.nameStart[e];
-      if (this.names().compare(key, 0, pathLength, start, start + pathLength) !== 0) continue;
+      if (!sameBytes(key, 0, this.names(), this.nameStart[e], pathLength)) continue;
       const kind = this.kind[slot];
       return (isDir ? kind === PATH_DIRECTORY : kind === PATH_FILE) ? e : -1;
     }
@@ -448,9 +450,8 @@ export class PathTable {
 
   private find(buf: Buffer, start: number, length: number, hash: number): number {
     for (let slot = hash & this.mask; this.kind[slot] !== 0; slot = (slot + 1) & this.mask) {
-      if (this.length[slot] !== length) continue;
-      const other = this.nameStart[this.entry[slot]];
-      if (buf.compare(buf, start, start + length, other, other + length) === 0) return slot;
+      if (this.hash[slot] !== hash || this.length[slot] !== length) continue;
+      if (sameBytes(buf, start, buf, this.nameStart[this.entry[slot]], length)) return slot;
     }
     return -1;
   }
@@ -460,26 +461,38 @@ export class PathTable {
     let slot = hash & this.mask;
     while (this.kind[slot] !== 0) slot = (slot + 1) & this.mask;
     this.entry[slot] = entry;
+    this.hash[slot] = hash;
     this.length[slot] = length;
     this.kind[slot] = kind;
     this.used++;
   }
 
   private grow(): void {
-    const { entry, length, kind } = this;
+    const { entry, hash, length, kind } = this;
     const size = (this.mask + 1) * 2;
     this.entry = new Int32Array(size);
+    this.hash = new Uint32Array(size);
     this.length = new Uint16Array(size);
     this.kind = new Uint8Array(size);
     this.mask = size - 1;
     this.used = 0;
-    const buf = this.names();
-    for (let slot = 0; slot < kind.length; slot++) {
-      if (kind[slot] === 0) continue;
-      const start = this.nameStart[entry[slot]];
-      let h = FNV_OFFSET;
-      for (let i = start; i < start + length[slot]; i++) h = Math.imul(h ^ buf[i], FNV_PRIME);
-      this.insert(h >>> 0, entry[slot], length[slot], kind[slot]);
-    }
+    for (let slot = 0; slot < kind.length; slot++) if (kind[slot] !== 0) this.insert(hash[slot], entry[slot], length[slot], kind[slot]);
   }
+}
+
+/** Scratch space for PathTable.add: where each parent prefix of the current name ends, and its hash. */
+let parents = new Int32Array(64);
+let parentHashes = new Uint32Array(64);
+function growParents(): void {
+  const p = new Int32Array(parents.length * 2);
+  p.set(parents);
+  parents = p;
+  const h = new Uint32Array(parentHashes.length * 2);
+  h.set(parentHashes);
+  parentHashes = h;
+}
+
+function sameBytes(a: Buffer, aStart: number, b: Buffer, bStart: number, length: number): boolean {
+  for (let i = length - 1; i >= 0; i--) if (a[aStart + i] !== b[bStart + i]) return false;
+  return true;
 }
