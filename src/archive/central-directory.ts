@@ -21,7 +21,7 @@ export interface CentralDirectory {
   readonly offset: number;
   /** The UTF-8 of every entry's name, back to back: entry i is `names[nameStart[i], nameStart[i + 1])`. */
   readonly names: Buffer;
-  readonly nameStart: Float64Array;
+  readonly nameStart: Uint32Array;
   readonly compressedSize: Float64Array;
   readonly uncompressedSize: Float64Array;
   readonly localHeaderOffset: Float64Array;
@@ -190,7 +190,7 @@ export async function readCentralDirectory(reader: SourceReader, size: number, a
   const dir = await reader.readRange(offset, end - offset);
   if (dir.length !== end - offset) throw truncatedDirectory();
 
-  const nameStart = new Float64Array(count + 1);
+  const nameStart = new Uint32Array(count + 1);
   const compressedSize = new Float64Array(count);
   const uncompressedSize = new Float64Array(count);
   const localHeaderOffset = new Float64Array(count);
@@ -258,6 +258,7 @@ export async function readCentralDirectory(reader: SourceReader, size: number, a
       names.pushString(name);
       rawNames.set(i, Buffer.from(raw));
     }
+    if (names.length > U32_MAX) throw corrupt('the names add up to more than 4 GiB');
     nameStart[i + 1] = names.length;
     const clash = paths.add(i);
     if (clash !== null) throw unsafeEntry(name, clash);
@@ -375,7 +376,7 @@ export class PathTable {
   /** `names()` is the current names buffer (it grows while the directory is read). */
   constructor(
     private readonly names: () => Buffer,
-    private readonly nameStart: Float64Array,
+    private readonly nameStart: Uint32Array,
     expected: number,
   ) {
     let size = 64;

@@ -84,6 +84,8 @@ class HardenedZipArchive implements ZipArchive {
   readonly totalUncompressedSize: number;
   private readonly openStreams = new Set<Readable>();
   private allEntries: readonly ZipEntryInfo[] | undefined;
+  private lastName: string | undefined;
+  private lastIndex = -1;
   private closed = false;
 
   constructor(
@@ -155,7 +157,11 @@ class HardenedZipArchive implements ZipArchive {
   }
 
   private name(index: number): string {
-    return this.dir.names.toString('utf8', this.dir.nameStart[index], this.dir.nameStart[index + 1]);
+    const name = this.dir.names.toString('utf8', this.dir.nameStart[index], this.dir.nameStart[index + 1]);
+    // Callers read the entry list() just gave them: that name is found without hashing.
+    this.lastName = name;
+    this.lastIndex = index;
+    return name;
   }
 
   private info(index: number): ZipEntryInfo {
@@ -171,7 +177,7 @@ class HardenedZipArchive implements ZipArchive {
 
   private index(name: string): number {
     if (this.closed) throw new CofferError('E_INTERNAL', 'zip archive is already closed');
-    const index = this.dir.paths.lookup(name);
+    const index = name === this.lastName ? this.lastIndex : this.dir.paths.lookup(name);
     if (index === -1) throw new CofferError('E_ARCHIVE_INVALID', `zip archive has no entry '${printableName(name)}'`);
     return index;
   }
