@@ -200,7 +200,7 @@ export async function readCentralDirectory(reader: SourceReader, size: number, a
   const rawNames = new Map<number, Buffer>();
   const names = new ByteBuilder(dir.length - count * CENTRAL_HEADER_SIZE);
   const final: { names?: Buffer } = {};
-  const paths = new PathTable(() => final.names ?? names.current, nameStart, count * 3);
+  const paths = new PathTable(() => final.names ?? names.current, nameStart, count + 16);
   let total = 0;
   let p = 0;
   for (let i = 0; i < count; i++) {

@@ -15,6 +15,8 @@ const CACHED_BLOCKS = 8;
  */
 export class SourceReader {
   private readonly blocks = new Map<number, Promise<Buffer>>();
+  /** The blocks of `blocks` that have arrived. */
+  private readonly loaded = new Map<number, Buffer>();
 
   constructor(private readonly source: RandomAccessSource) {}
 
@@ -39,6 +41,26 @@ export class SourceReader {
     return copied;
   }
 
+  /**
+   * The same copy without waiting, when every block it needs is already loaded (small entries next to
+   * each other mostly are); undefined otherwise, and then nothing was copied that counts.
+   */
+  readAtSync(buffer: Buffer, offset: number, length: number, position: number): number | undefined {
+    let copied = 0;
+    while (copied < length && position + copied < this.source.size) {
+      const at = position + copied;
+      const index = Math.floor(at / BLOCK_SIZE);
+      const block = this.loaded.get(index);
+      if (block === undefined) return undefined;
+      const from = at - index * BLOCK_SIZE;
+      const n = Math.min(length - copied, block.length - from);
+      if (n <= 0) break;
+      block.copy(buffer, offset + copied, from, from + n);
+      copied += n;
+    }
+    return copied;
+  }
+
   private block(index: number): Promise<Buffer> {
     const hit = this.blocks.get(index);
     if (hit !== undefined) {
@@ -49,11 +71,17 @@ export class SourceReader {
     }
     const start = index * BLOCK_SIZE;
     const loading = this.source.read(start, Math.min(this.source.size, start + BLOCK_SIZE) - start);
-    loading.catch(() => this.blocks.delete(index));
+    loading.then(
+      (buf) => {
+        if (this.blocks.get(index) === loading) this.loaded.set(index, buf);
+      },
+      () => this.blocks.delete(index),
+    );
     this.blocks.set(index, loading);
     if (this.blocks.size > CACHED_BLOCKS) {
       const oldest = this.blocks.keys().next().value as number;
       this.blocks.delete(oldest);
+      this.loaded.delete(oldest);
     }
     return loading;
   }

@@ -188,12 +188,20 @@ class HardenedZipArchive implements ZipArchive {
    * by entryReadError.
    */
   private async dataStart(index: number): Promise<number> {
+    const header = this.headerBuffer(index);
+    if ((await this.reader.readAt(header, 0, header.length, this.dir.localHeaderOffset[index])) < header.length) throw new Error('unexpected EOF');
+    return this.checkHeader(index, header);
+  }
+
+  private headerBuffer(index: number): Buffer {
+    return Buffer.allocUnsafe(LOCAL_HEADER_FIXED_SIZE + this.dir.rawNameLength[index]);
+  }
+
+  private checkHeader(index: number, header: Buffer): number {
     const d = this.dir;
     const localHeaderOffset = d.localHeaderOffset[index];
     const rawNameLength = d.rawNameLength[index];
     const compressedSize = d.compressedSize[index];
-    const header = Buffer.allocUnsafe(LOCAL_HEADER_FIXED_SIZE + rawNameLength);
-    if ((await this.reader.readAt(header, 0, header.length, localHeaderOffset)) < header.length) throw new Error('unexpected EOF');
     const signature = header.readUInt32LE(0);
     if (signature !== LOCAL_HEADER_SIGNATURE) throw new Error(`invalid local file header signature: 0x${signature.toString(16)}`);
     const nameLength = header.readUInt16LE(26);
@@ -230,9 +238,16 @@ class HardenedZipArchive implements ZipArchive {
    */
   private async readSmall(index: number): Promise<Buffer> {
     const d = this.dir;
-    const start = await this.dataStart(index);
+    // Without waiting when the blocks are cached, as they mostly are for neighbouring small entries.
+    const header = this.headerBuffer(index);
+    const got = this.reader.readAtSync(header, 0, header.length, d.localHeaderOffset[index]);
+    let start: number;
+    if (got === undefined) start = await this.dataStart(index);
+    else if (got < header.length) throw new Error('unexpected EOF');
+    else start = this.checkHeader(index, header);
     const data = Buffer.allocUnsafe(d.compressedSize[index]);
-    if ((await this.reader.readAt(data, 0, data.length, start)) < data.length) throw new Error('unexpected EOF');
+    const read = this.reader.readAtSync(data, 0, data.length, start) ?? (await this.reader.readAt(data, 0, data.length, start));
+    if (read < data.length) throw new Error('unexpected EOF');
     const size = d.uncompressedSize[index];
     let out: Buffer;
     if ((d.flags[index] & ENTRY_DEFLATED) === 0) {
