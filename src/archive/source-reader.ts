@@ -61,7 +61,7 @@ export class SourceReader {
     return copied;
   }
 
-  private block(index: number): Promise<Buffer> {
+  private block(index: number, readAhead = true): Promise<Buffer> {
     const hit = this.blocks.get(index);
     if (hit !== undefined) {
       // Re-insert to keep the map in least-recently-used order.
@@ -83,6 +83,9 @@ export class SourceReader {
       this.blocks.delete(oldest);
       this.loaded.delete(oldest);
     }
+    // Reads are mostly sequential (the directory, then entry after entry): the next block is on its way
+    // while this one is used, so a walk through small entries seldom waits for the disk.
+    if (readAhead && (index + 1) * BLOCK_SIZE < this.source.size && !this.blocks.has(index + 1)) void this.block(index + 1, false).catch(() => undefined);
     return loading;
   }
 }
