@@ -148,6 +148,16 @@ async function readEndRecord(reader: SourceReader, size: number): Promise<EndRec
   throw new CofferError('E_ARCHIVE_INVALID', 'not a zip archive: end of central directory not found');
 }
 
+const WINDOW = 1024 * 1024;
+
+/** At least `length` bytes of the directory at `position` (fewer only at its end), up to WINDOW. */
+async function readWindow(reader: SourceReader, position: number, end: number, length: number): Promise<Buffer> {
+  const n = Math.min(end - position, Math.max(WINDOW, length));
+  const buf = await reader.readRange(position, n);
+  if (buf.length !== n) throw truncatedDirectory();
+  return buf;
+}
+
 /** Grows by doubling; `bytes()` is the exact-size copy. */
 class ByteBuilder {
   private buf: Buffer;
@@ -166,8 +176,10 @@ class ByteBuilder {
   get current(): Buffer {
     return this.buf;
   }
+  /** The bytes written; copied to their exact size only when that saves more than an eighth. */
   bytes(): Buffer {
-    return Buffer.from(this.buf.subarray(0, this.length));
+    const used = this.buf.subarray(0, this.length);
+    return this.buf.length - this.length > this.buf.length / 8 ? Buffer.from(used) : used;
   }
   private reserve(n: number): void {
     if (this.length + n <= this.buf.length) return;
@@ -187,8 +199,15 @@ export async function readCentralDirectory(reader: SourceReader, size: number, a
   if (offset > end) throw corrupt('the directory starts after its end record');
   // Each record is at least 46 bytes: a count the directory cannot hold is refused before allocating for it.
   if (count * CENTRAL_HEADER_SIZE > end - offset) throw corrupt(`${count} entries do not fit in ${end - offset} bytes`);
-  const dir = await reader.readRange(offset, end - offset);
-  if (dir.length !== end - offset) throw truncatedDirectory();
+  // Read in windows of 1 MiB (or one record, if larger), so a large directory is never one big buffer.
+  let base = offset;
+  let dir = await readWindow(reader, base, end, CENTRAL_HEADER_SIZE);
+  const short = (at: number, length: number): boolean => at + length > dir.length && base + dir.length < end;
+  const slide = async (at: number, length: number): Promise<number> => {
+    base += at;
+    dir = await readWindow(reader, base, end, length);
+    return 0;
+  };
 
   const nameStart = new Uint32Array(count + 1);
   const compressedSize = new Float64Array(count);
@@ -198,12 +217,13 @@ export async function readCentralDirectory(reader: SourceReader, size: number, a
   const flags = new Uint8Array(count);
   const rawNameLength = new Uint16Array(count);
   const rawNames = new Map<number, Buffer>();
-  const names = new ByteBuilder(dir.length - count * CENTRAL_HEADER_SIZE);
+  const names = new ByteBuilder(Math.min(end - offset - count * CENTRAL_HEADER_SIZE, count * 64));
   const final: { names?: Buffer } = {};
   const paths = new PathTable(() => final.names ?? names.current, nameStart, count + 16);
   let total = 0;
   let p = 0;
   for (let i = 0; i < count; i++) {
+    if (short(p, CENTRAL_HEADER_SIZE)) p = await slide(p, CENTRAL_HEADER_SIZE);
     if (p + CENTRAL_HEADER_SIZE > dir.length) throw corrupt(`it ends after ${i} of its ${count} entries`);
     const signature = dir.readUInt32LE(p);
     if (signature !== CENTRAL_HEADER_SIGNATURE) throw corrupt(`invalid central directory file header signature: 0x${signature.toString(16)}`);
@@ -217,6 +237,8 @@ export async function readCentralDirectory(reader: SourceReader, size: number, a
     const commentLength = dir.readUInt16LE(p + 32);
     const attributes = dir.readUInt32LE(p + 38);
     let lho = dir.readUInt32LE(p + 42);
+    const recordLength = CENTRAL_HEADER_SIZE + nameLength + extraLength + commentLength;
+    if (short(p, recordLength)) p = await slide(p, recordLength);
     const nameAt = p + CENTRAL_HEADER_SIZE;
     const extraAt = nameAt + nameLength;
     const next = extraAt + extraLength + commentLength;
