@@ -85,6 +85,7 @@ export function looksIncompressible(sample: Buffer): boolean {
 /** A zip header stores the name length in 16 bits. */
 const MAX_NAME_BYTES = 0xffff;
 /** UTF-8 cannot encode these, so the name written would differ from the name given. */
+const SURROGATE = /[\uD800-\uDFFF]/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /**
@@ -98,7 +99,8 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
  */
 export function checkEntryName(name: string, allowedTopLevel?: readonly string[]): string | null {
   if (name.length === 0) return 'empty name';
-  if (LONE_SURROGATE.test(name)) return 'name is not valid Unicode (lone surrogate)';
+  // The lookaround pattern is slow; most names have no surrogate at all.
+  if (SURROGATE.test(name) && LONE_SURROGATE.test(name)) return 'name is not valid Unicode (lone surrogate)';
   if (Buffer.byteLength(name) > MAX_NAME_BYTES) return `name is longer than ${MAX_NAME_BYTES} bytes`;
   if (name.includes('\0')) return 'name contains a NUL byte';
   if (name.includes('\\')) return 'name contains a backslash';

@@ -1,47 +1,28 @@
-import type { Readable } from 'node:stream';
-import { RandomAccessReader } from 'yauzl';
 import type { RandomAccessSource } from '../core/types';
 
 /**
  * 64 KiB: the plaintext chunk size of the encrypted format, so one cached block costs one chunk
- * decryption. The central directory of an archive with 100,000 entries is ~8 MB, read as ~130 blocks
- * instead of 200,000 tiny range streams.
+ * decryption.
  */
 const BLOCK_SIZE = 64 * 1024;
 /** Enough for the end-of-central-directory search (up to 2 blocks) plus local headers near each other. */
 const CACHED_BLOCKS = 8;
 
-type ReadCallback = (err: Error | null, bytesRead?: number) => void;
-
 /**
- * Adapts a RandomAccessSource to yauzl. Large entries' data is streamed straight from the source; the
- * small reads (end of central directory, central directory records, local headers, and whole small
- * entries) go through a small block cache, because each read of an encrypted source costs a chunk
- * decryption and many small entries share one block.
+ * Small reads of a RandomAccessSource (end records, local headers, whole small entries) through a small
+ * block cache: each read of an encrypted source costs a chunk decryption, and many small entries share
+ * one block. Large entries' data is streamed from the source directly.
  */
-export class SourceReader extends RandomAccessReader {
+export class SourceReader {
   private readonly blocks = new Map<number, Promise<Buffer>>();
+  /** The blocks of `blocks` that have arrived. */
+  private readonly loaded = new Map<number, Buffer>();
 
-  constructor(private readonly source: RandomAccessSource) {
-    super();
-  }
+  constructor(private readonly source: RandomAccessSource) {}
 
-  override _readStreamForRange(start: number, end: number): Readable {
-    return this.source.createReadStream(start, end);
-  }
-
-  /** yauzl reports `bytesRead < length` as "unexpected EOF", so short reads past the end are allowed. */
-  override read(buffer: Buffer, offset: number, length: number, position: number, callback: (err: Error | null) => void): void {
-    const done = callback as ReadCallback;
-    this.readAt(buffer, offset, length, position).then(
-      (bytesRead) => done(null, bytesRead),
-      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
-    );
-  }
-
-  /** The source is owned and closed by the ZipArchive, not by yauzl's reference counting. */
-  override close(callback: (err: Error | null) => void): void {
-    setImmediate(() => callback(null));
+  /** `length` bytes at `position` in one read of the source, bypassing the cache (the central directory). */
+  readRange(position: number, length: number): Promise<Buffer> {
+    return this.source.read(position, length);
   }
 
   /** Copies up to `length` bytes at `position` into `buffer`; returns how many there were. */
@@ -60,7 +41,27 @@ export class SourceReader extends RandomAccessReader {
     return copied;
   }
 
-  private block(index: number): Promise<Buffer> {
+  /**
+   * The same copy without waiting, when every block it needs is already loaded (small entries next to
+   * each other mostly are); undefined otherwise, and then nothing was copied that counts.
+   */
+  readAtSync(buffer: Buffer, offset: number, length: number, position: number): number | undefined {
+    let copied = 0;
+    while (copied < length && position + copied < this.source.size) {
+      const at = position + copied;
+      const index = Math.floor(at / BLOCK_SIZE);
+      const block = this.loaded.get(index);
+      if (block === undefined) return undefined;
+      const from = at - index * BLOCK_SIZE;
+      const n = Math.min(length - copied, block.length - from);
+      if (n <= 0) break;
+      block.copy(buffer, offset + copied, from, from + n);
+      copied += n;
+    }
+    return copied;
+  }
+
+  private block(index: number, readAhead = true): Promise<Buffer> {
     const hit = this.blocks.get(index);
     if (hit !== undefined) {
       // Re-insert to keep the map in least-recently-used order.
@@ -70,12 +71,21 @@ export class SourceReader extends RandomAccessReader {
     }
     const start = index * BLOCK_SIZE;
     const loading = this.source.read(start, Math.min(this.source.size, start + BLOCK_SIZE) - start);
-    loading.catch(() => this.blocks.delete(index));
+    loading.then(
+      (buf) => {
+        if (this.blocks.get(index) === loading) this.loaded.set(index, buf);
+      },
+      () => this.blocks.delete(index),
+    );
     this.blocks.set(index, loading);
     if (this.blocks.size > CACHED_BLOCKS) {
       const oldest = this.blocks.keys().next().value as number;
       this.blocks.delete(oldest);
+      this.loaded.delete(oldest);
     }
+    // Reads are mostly sequential (the directory, then entry after entry): the next block is on its way
+    // while this one is used, so a walk through small entries seldom waits for the disk.
+    if (readAhead && (index + 1) * BLOCK_SIZE < this.source.size && !this.blocks.has(index + 1)) void this.block(index + 1, false).catch(() => undefined);
     return loading;
   }
 }

@@ -1,10 +1,8 @@
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { crc32, createInflateRaw, inflateRawSync } from 'node:zlib';
-import * as yauzl from 'yauzl';
 import { CofferError, isCofferError, type ErrorCode } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
-import { checkEntryName, EntryNameRegistry } from './entries';
-
+import { ENTRY_DEFLATED, ENTRY_DIRECTORY, LOCAL_HEADER_FIXED_SIZE, LOCAL_HEADER_SIGNATURE, printableName, readCentralDirectory, unsafeEntry, type CentralDirectory } from './central-directory';
 import { SourceReader } from './source-reader';
 
 const INFLATE_CHUNK_SIZE = 256 * 1024;
@@ -33,7 +31,18 @@ export interface OpenZipOptions {
 }
 
 export interface ZipArchive {
-  /** In central-directory order. */
+  /** How many entries the archive has. */
+  readonly entryCount: number;
+  /**
+   * The entries in central-directory order, whose name starts with `prefix` when given. Each
+   * ZipEntryInfo is made as the iteration reaches it and kept by nobody: for 100,000 entries this is
+   * the way to walk the archive.
+   */
+  list(prefix?: string): IterableIterator<ZipEntryInfo>;
+  /**
+   * Every entry, in central-directory order, as one array made on first use and kept: about 150
+   * bytes an entry. Code that walks a large archive uses `list()`.
+   */
   readonly entries: readonly ZipEntryInfo[];
   /** Sum of the declared sizes: what extracting everything writes (check free space against it). */
   readonly totalUncompressedSize: number;
@@ -58,271 +67,77 @@ export interface ZipArchive {
  */
 export async function openZip(source: RandomAccessSource, opts: OpenZipOptions): Promise<ZipArchive> {
   const reader = new SourceReader(source);
-  let zipfile: yauzl.ZipFile | undefined;
   try {
-    zipfile = await openYauzl(reader, source.size);
-    const directory = await readCentralDirectory(zipfile, opts.allowedTopLevel, source.size);
-    return new HardenedZipArchive(zipfile, reader, source, directory);
+    const directory = await readCentralDirectory(reader, source.size, opts.allowedTopLevel);
+    return new HardenedZipArchive(reader, source, directory);
   } catch (err) {
-    zipfile?.close();
     await source.close().catch(() => undefined);
-    throw err;
+    throw isCofferError(err) ? err : new CofferError('E_ARCHIVE_INVALID', `invalid zip archive: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Opening and classifying failures
-
-const LOCAL_HEADER_SIGNATURE = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
-
-async function openYauzl(reader: SourceReader, size: number): Promise<yauzl.ZipFile> {
-  if (size === 0) throw new CofferError('E_ARCHIVE_INVALID', 'not a zip archive: the file is empty');
-  const options: yauzl.Options = {
-    lazyEntries: true,
-    autoClose: false,
-    // Names are decoded and validated here, not by yauzl: it would turn `\` into `/` silently and stop
-    // at the first bad name with a message that is hard to classify.
-    decodeStrings: false,
-    strictFileNames: true,
-    // Sizes are enforced by EntryVerifier below, which also checks the CRC and classifies failures.
-    validateEntrySizes: false,
-  };
-  try {
-    return await new Promise<yauzl.ZipFile>((resolve, reject) => {
-      yauzl.fromRandomAccessReader(reader, size, options, (err, zipfile) => (err ? reject(err) : resolve(zipfile)));
-    });
-  } catch (err) {
-    throw await classifyOpenError(err, reader);
-  }
-}
-
-async function classifyOpenError(err: unknown, reader: SourceReader): Promise<unknown> {
-  if (isCofferError(err)) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  if (message.startsWith('End of central directory record signature not found')) {
-    // A zip starts with a local header; if this file does, it is a zip that lost its end.
-    const head = Buffer.alloc(4);
-    const n = await reader.readAt(head, 0, 4, 0).catch(() => 0);
-    return n === 4 && head.equals(LOCAL_HEADER_SIGNATURE)
-      ? new CofferError('E_ARCHIVE_TRUNCATED', 'zip archive is truncated: end of central directory not found', { cause: err })
-      : new CofferError('E_ARCHIVE_INVALID', 'not a zip archive: end of central directory not found', { cause: err });
-  }
-  return centralDirectoryError(err);
-}
-
-/** Errors yauzl raises while reading the end record or the central directory. */
-function centralDirectoryError(err: unknown): CofferError {
-  if (isCofferError(err)) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  if (message === 'unexpected EOF') {
-    return new CofferError('E_ARCHIVE_TRUNCATED', 'zip archive is truncated: the central directory extends past the end of the file', { cause: err });
-  }
-  if (message.startsWith('Invalid comment length')) {
-    return new CofferError('E_ARCHIVE_INVALID', 'invalid zip archive: unexpected bytes after the end of central directory record', { cause: err });
-  }
-  return new CofferError('E_ARCHIVE_INVALID', `invalid zip archive: corrupt central directory (${message})`, { cause: err });
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Central directory validation
-
-/** What validating one central-directory record keeps; the yauzl Entry itself is dropped. */
-interface EntryRecord {
-  readonly info: ZipEntryInfo;
-  readonly localHeaderOffset: number;
-  readonly method: number;
-  /** The name's bytes as stored, kept only when they are not the UTF-8 encoding of `info.name`. */
-  readonly rawName: Buffer | null;
-  readonly rawNameLength: number;
-}
-
-const S_IFMT = 0o170000;
-const S_IFREG = 0o100000;
-const S_IFDIR = 0o040000;
-const S_IFLNK = 0o120000;
-const DOS_DIRECTORY = 0x10;
-const FLAG_ENCRYPTED = 0x1;
-const METHOD_STORED = 0;
-const METHOD_DEFLATED = 8;
-/** Deflate cannot expand data more than ~1032:1; declared sizes beyond that are lies. */
-const MAX_DEFLATE_RATIO = 1032;
-const LOCAL_HEADER_FIXED_SIZE = 30;
-
-/**
- * The validated central directory, kept compactly: one frozen ZipEntryInfo per entry plus typed arrays
- * for what reading needs (local header offset, data limit, method), so that 100,000 entries cost a few
- * megabytes rather than yauzl's Entry objects with their raw name and extra-field buffers.
- */
-interface CentralDirectory {
-  readonly records: EntryRecord[];
-  readonly dataLimits: Float64Array;
-}
-
-async function readCentralDirectory(zipfile: yauzl.ZipFile, allowedTopLevel: readonly string[], fileSize: number): Promise<CentralDirectory> {
-  // yauzl's cursor starts at the central directory offset (internal field, typed wrongly as boolean).
-  const cursor: unknown = (zipfile as unknown as { readEntryCursor: unknown }).readEntryCursor;
-  const centralDirectoryOffset = typeof cursor === 'number' ? cursor : fileSize;
-  const names = new EntryNameRegistry();
-  const records: EntryRecord[] = [];
-  // One set of listeners for the whole directory: each entry asks for the next one.
-  await new Promise<void>((resolve, reject) => {
-    const onEntry = (raw: yauzl.Entry): void => {
-      try {
-        records.push(validateEntry(raw, allowedTopLevel, names));
-      } catch (err) {
-        settle(() => reject(err));
-        return;
-      }
-      zipfile.readEntry();
-    };
-    const onEnd = (): void => settle(resolve);
-    const onError = (err: unknown): void => settle(() => reject(centralDirectoryError(err)));
-    const settle = (then: () => void): void => {
-      zipfile.off('entry', onEntry).off('end', onEnd).off('error', onError);
-      then();
-    };
-    zipfile.on('entry', onEntry).on('end', onEnd).on('error', onError);
-    zipfile.readEntry();
-  });
-  return { records, dataLimits: dataLimits(records, centralDirectoryOffset) };
-}
-
-function validateEntry(raw: yauzl.Entry, allowedTopLevel: readonly string[], names: EntryNameRegistry): EntryRecord {
-  const name = yauzl.getFileNameLowLevel(raw.generalPurposeBitFlag, raw.fileNameRaw, raw.extraFields, true);
-  const info: ZipEntryInfo = Object.freeze({
-    name,
-    compressedSize: raw.compressedSize,
-    uncompressedSize: raw.uncompressedSize,
-    isDirectory: name.endsWith('/'),
-    crc32: raw.crc32,
-  });
-  const reason =
-    checkEntryName(name, allowedTopLevel) ?? entryTypeProblem(raw, info) ?? dataProblem(raw, info) ?? names.add(name);
-  if (reason !== null) throw unsafe(name, reason);
-  const raw8 = raw.fileNameRaw;
-  const utf8 = raw8.length === Buffer.byteLength(name) && raw8.toString('utf8') === name;
-  return {
-    info,
-    localHeaderOffset: raw.relativeOffsetOfLocalHeader,
-    method: raw.compressionMethod,
-    rawName: utf8 ? null : Buffer.from(raw8),
-    rawNameLength: raw8.length,
-  };
-}
-
-/** Only regular files and directories can be extracted safely; links could point anywhere. */
-function entryTypeProblem(raw: yauzl.Entry, info: ZipEntryInfo): string | null {
-  const type = (raw.externalFileAttributes >>> 16) & S_IFMT;
-  if (type === S_IFLNK) return 'symbolic link';
-  if (type !== 0 && type !== S_IFREG && type !== S_IFDIR) return `special file (type 0o${type.toString(8)})`;
-  const marksDirectory = type === S_IFDIR || (raw.externalFileAttributes & DOS_DIRECTORY) !== 0;
-  if (marksDirectory && !info.isDirectory) return 'directory attributes on a name without a trailing slash';
-  if (info.isDirectory && info.uncompressedSize !== 0) return 'directory entry carries data';
-  return null;
-}
-
-function dataProblem(raw: yauzl.Entry, info: ZipEntryInfo): string | null {
-  if ((raw.generalPurposeBitFlag & FLAG_ENCRYPTED) !== 0) return 'encrypted entry';
-  if (raw.compressionMethod === METHOD_STORED) {
-    if (info.compressedSize !== info.uncompressedSize) {
-      return `stored entry declares ${info.compressedSize} compressed but ${info.uncompressedSize} uncompressed bytes`;
-    }
-    return null;
-  }
-  if (raw.compressionMethod !== METHOD_DEFLATED) return `unsupported compression method ${raw.compressionMethod}`;
-  if (info.uncompressedSize > (info.compressedSize + 1) * MAX_DEFLATE_RATIO) {
-    return `declares ${info.uncompressedSize} bytes from ${info.compressedSize} compressed bytes, more than deflate can produce`;
-  }
-  return null;
-}
-
-/**
- * Refuses entries whose local header and data overlap another entry or the central directory: that is
- * how "overlapping" zip bombs make many large entries out of one small compressed block. The bound used
- * here is the smallest the entry can occupy; openEntry checks the real data start against `dataLimit`.
- */
-function dataLimits(records: EntryRecord[], centralDirectoryOffset: number): Float64Array {
-  const limits = new Float64Array(records.length);
-  const byOffset = Uint32Array.from(records.keys()).sort((a, b) => records[a].localHeaderOffset - records[b].localHeaderOffset || a - b);
-  byOffset.forEach((index, i) => {
-    const record = records[index];
-    const next = i + 1 < byOffset.length ? records[byOffset[i + 1]] : undefined;
-    const limit = next === undefined ? centralDirectoryOffset : next.localHeaderOffset;
-    const minimalEnd = record.localHeaderOffset + LOCAL_HEADER_FIXED_SIZE + record.rawNameLength + record.info.compressedSize;
-    if (minimalEnd > limit) {
-      const what = next === undefined ? 'the central directory' : `entry '${next.info.name}'`;
-      throw unsafe(record.info.name, `its data overlaps ${what}`);
-    }
-    limits[index] = limit;
-  });
-  return limits;
-}
-
-function unsafe(name: string, reason: string): CofferError {
-  return new CofferError('E_ARCHIVE_UNSAFE_ENTRY', `unsafe zip entry '${printable(name)}': ${reason}`, { details: { entry: name, reason } });
-}
-
-/** Names may hold control characters; keep messages on one line. */
-function printable(name: string): string {
-  // eslint-disable-next-line no-control-regex
-  return name.replace(/[\x00-\x1f\x7f]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 // ---------------------------------------------------------------------------------------------------
 // The archive and entry streams
 
 class HardenedZipArchive implements ZipArchive {
-  readonly entries: readonly ZipEntryInfo[];
+  readonly entryCount: number;
   readonly totalUncompressedSize: number;
-  private readonly records: readonly EntryRecord[];
-  private readonly dataLimits: Float64Array;
-  private readonly byName = new Map<string, number>();
   private readonly openStreams = new Set<Readable>();
+  private allEntries: readonly ZipEntryInfo[] | undefined;
+  private lastName: string | undefined;
+  private lastIndex = -1;
   private closed = false;
 
   constructor(
-    private readonly zipfile: yauzl.ZipFile,
     private readonly reader: SourceReader,
     private readonly source: RandomAccessSource,
-    directory: CentralDirectory,
+    private readonly dir: CentralDirectory,
   ) {
-    this.records = directory.records;
-    this.dataLimits = directory.dataLimits;
-    const infos = new Array<ZipEntryInfo>(this.records.length);
-    let total = 0;
-    this.records.forEach((r, i) => {
-      infos[i] = r.info;
-      total += r.info.uncompressedSize;
-      this.byName.set(r.info.name, i);
-    });
-    this.entries = Object.freeze(infos);
-    this.totalUncompressedSize = total;
+    this.entryCount = dir.count;
+    this.totalUncompressedSize = dir.totalUncompressedSize;
+  }
+
+  get entries(): readonly ZipEntryInfo[] {
+    if (this.allEntries === undefined) this.allEntries = Object.freeze(Array.from(this.list()));
+    return this.allEntries;
+  }
+
+  *list(prefix?: string): IterableIterator<ZipEntryInfo> {
+    const { names, nameStart, count } = this.dir;
+    const key = prefix === undefined || prefix === '' ? undefined : Buffer.from(prefix, 'utf8');
+    for (let i = 0; i < count; i++) {
+      if (key !== undefined) {
+        const start = nameStart[i];
+        if (nameStart[i + 1] - start < key.length || names.compare(key, 0, key.length, start, start + key.length) !== 0) continue;
+      }
+      yield this.info(i);
+    }
   }
 
   has(name: string): boolean {
-    return this.byName.has(name);
+    return this.dir.paths.lookup(name) !== -1;
   }
 
   async openEntry(name: string): Promise<Readable> {
     const index = this.index(name);
-    const record = this.records[index];
-    if (record.info.isDirectory) throw new CofferError('E_USAGE', `zip entry '${printable(name)}' is a directory`);
+    const info = this.info(index);
+    if (info.isDirectory) throw new CofferError('E_USAGE', `zip entry '${printableName(name)}' is a directory`);
     let raw: Readable;
     try {
       raw = await this.openRaw(index);
     } catch (err) {
       throw entryReadError(name, err);
     }
-    return this.track(verifiedStream(record.info, raw));
+    return this.track(verifiedStream(info, raw));
   }
 
   async readEntryBuffer(name: string, maxBytes: number): Promise<Buffer> {
     const index = this.index(name);
-    const { info } = this.records[index];
-    if (info.uncompressedSize > maxBytes) {
-      throw unsafe(name, `declares ${info.uncompressedSize} bytes, more than the ${maxBytes} allowed`);
+    const size = this.dir.uncompressedSize[index];
+    if (size > maxBytes) {
+      throw unsafeEntry(name, `declares ${size} bytes, more than the ${maxBytes} allowed`);
     }
-    if (info.uncompressedSize <= SMALL_ENTRY_BYTES && !info.isDirectory) {
+    if (size <= SMALL_ENTRY_BYTES && (this.dir.flags[index] & ENTRY_DIRECTORY) === 0) {
       try {
         return await this.readSmall(index);
       } catch (err) {
@@ -338,56 +153,82 @@ class HardenedZipArchive implements ZipArchive {
     if (this.closed) return;
     this.closed = true;
     for (const stream of this.openStreams) stream.destroy();
-    this.zipfile.close();
     await this.source.close();
+  }
+
+  private name(index: number): string {
+    const name = this.dir.names.toString('utf8', this.dir.nameStart[index], this.dir.nameStart[index + 1]);
+    // Callers read the entry list() just gave them: that name is found without hashing.
+    this.lastName = name;
+    this.lastIndex = index;
+    return name;
+  }
+
+  private info(index: number): ZipEntryInfo {
+    const d = this.dir;
+    return Object.freeze({
+      name: this.name(index),
+      compressedSize: d.compressedSize[index],
+      uncompressedSize: d.uncompressedSize[index],
+      isDirectory: (d.flags[index] & ENTRY_DIRECTORY) !== 0,
+      crc32: d.crc32[index],
+    });
   }
 
   private index(name: string): number {
     if (this.closed) throw new CofferError('E_INTERNAL', 'zip archive is already closed');
-    const index = this.byName.get(name);
-    if (index === undefined) throw new CofferError('E_ARCHIVE_INVALID', `zip archive has no entry '${printable(name)}'`);
+    const index = name === this.lastName ? this.lastIndex : this.dir.paths.lookup(name);
+    if (index === -1) throw new CofferError('E_ARCHIVE_INVALID', `zip archive has no entry '${printableName(name)}'`);
     return index;
   }
 
   /**
    * Reads the local header, checks it agrees with the central directory and that the data stays
-   * inside the entry's bounds; returns where the data starts. Failures are plain errors worded like
-   * yauzl's, classified by entryReadError.
+   * inside the entry's bounds; returns where the data starts. Failures are plain errors, classified
+   * by entryReadError.
    */
   private async dataStart(index: number): Promise<number> {
-    const { info, localHeaderOffset, rawName, rawNameLength } = this.records[index];
-    const header = Buffer.allocUnsafe(LOCAL_HEADER_FIXED_SIZE + rawNameLength);
-    if ((await this.reader.readAt(header, 0, header.length, localHeaderOffset)) < header.length) throw new Error('unexpected EOF');
+    const header = this.headerBuffer(index);
+    if ((await this.reader.readAt(header, 0, header.length, this.dir.localHeaderOffset[index])) < header.length) throw new Error('unexpected EOF');
+    return this.checkHeader(index, header);
+  }
+
+  private headerBuffer(index: number): Buffer {
+    return Buffer.allocUnsafe(LOCAL_HEADER_FIXED_SIZE + this.dir.rawNameLength[index]);
+  }
+
+  private checkHeader(index: number, header: Buffer): number {
+    const d = this.dir;
+    const localHeaderOffset = d.localHeaderOffset[index];
+    const rawNameLength = d.rawNameLength[index];
+    const compressedSize = d.compressedSize[index];
     const signature = header.readUInt32LE(0);
-    if (signature !== LOCAL_HEADER_SIGNATURE.readUInt32LE(0)) throw new Error(`invalid local file header signature: 0x${signature.toString(16)}`);
+    if (signature !== LOCAL_HEADER_SIGNATURE) throw new Error(`invalid local file header signature: 0x${signature.toString(16)}`);
     const nameLength = header.readUInt16LE(26);
+    const rawName = d.rawNames.get(index);
     const nameMatches =
       nameLength === rawNameLength &&
-      (rawName === null ? header.toString('utf8', LOCAL_HEADER_FIXED_SIZE) === info.name : header.subarray(LOCAL_HEADER_FIXED_SIZE).equals(rawName));
-    if (!nameMatches) throw unsafe(info.name, 'local header names a different file than the central directory');
+      (rawName === undefined
+        ? d.names.compare(header, LOCAL_HEADER_FIXED_SIZE, header.length, d.nameStart[index], d.nameStart[index + 1]) === 0
+        : header.subarray(LOCAL_HEADER_FIXED_SIZE).equals(rawName));
+    if (!nameMatches) throw unsafeEntry(this.name(index), 'local header names a different file than the central directory');
     const start = localHeaderOffset + LOCAL_HEADER_FIXED_SIZE + nameLength + header.readUInt16LE(28);
-    if (start + info.compressedSize > this.source.size) {
-      throw new Error(`file data overflows file bounds: ${start} + ${info.compressedSize} > ${this.source.size}`);
+    if (start + compressedSize > this.source.size) {
+      throw new Error(`file data overflows file bounds: ${start} + ${compressedSize} > ${this.source.size}`);
     }
-    if (start + info.compressedSize > this.dataLimits[index]) {
-      throw unsafe(info.name, 'its data overlaps the next entry or the central directory');
+    if (start + compressedSize > d.dataLimit[index]) {
+      throw unsafeEntry(this.name(index), 'its data overlaps the next entry or the central directory');
     }
     return start;
   }
 
   /** Opens the data range of an entry as a stream, inflated where it is deflated. */
   private async openRaw(index: number): Promise<Readable> {
-    const { info, method } = this.records[index];
     const start = await this.dataStart(index);
-    // Not openReadStreamLowLevelPromise: in yauzl 3.4 it calls openReadStream with the wrong arguments.
-    const stored = await new Promise<Readable>((resolve, reject) => {
-      this.zipfile.openReadStreamLowLevel(start, info.compressedSize, 0, info.compressedSize, false, null, (err, stream) =>
-        err ? reject(err) : resolve(stream),
-      );
-    });
-    if (method !== METHOD_DEFLATED) return stored;
-    // Inflated here rather than by yauzl, whose inflater uses zlib's 16 KiB output chunks: every chunk
-    // is a round trip from the threadpool to the main thread, and larger ones cut those sixteenfold.
+    const stored = this.source.createReadStream(start, start + this.dir.compressedSize[index]);
+    if ((this.dir.flags[index] & ENTRY_DEFLATED) === 0) return stored;
+    // zlib's default output chunk is 16 KiB: every chunk is a round trip from the threadpool to the
+    // main thread, and larger ones cut those sixteenfold.
     return pipeline(stored, createInflateRaw({ chunkSize: INFLATE_CHUNK_SIZE }), () => undefined);
   }
 
@@ -396,23 +237,33 @@ class HardenedZipArchive implements ZipArchive {
    * size (a bomb stops there), then its length and CRC-32 must be exactly what was declared.
    */
   private async readSmall(index: number): Promise<Buffer> {
-    const { info, method } = this.records[index];
-    const start = await this.dataStart(index);
-    const data = Buffer.allocUnsafe(info.compressedSize);
-    if ((await this.reader.readAt(data, 0, data.length, start)) < data.length) throw new Error('unexpected EOF');
+    const d = this.dir;
+    // Without waiting when the blocks are cached, as they mostly are for neighbouring small entries.
+    const header = this.headerBuffer(index);
+    const got = this.reader.readAtSync(header, 0, header.length, d.localHeaderOffset[index]);
+    let start: number;
+    if (got === undefined) start = await this.dataStart(index);
+    else if (got < header.length) throw new Error('unexpected EOF');
+    else start = this.checkHeader(index, header);
+    const data = Buffer.allocUnsafe(d.compressedSize[index]);
+    const read = this.reader.readAtSync(data, 0, data.length, start) ?? (await this.reader.readAt(data, 0, data.length, start));
+    if (read < data.length) throw new Error('unexpected EOF');
+    const size = d.uncompressedSize[index];
     let out: Buffer;
-    if (method !== METHOD_DEFLATED) {
+    if ((d.flags[index] & ENTRY_DEFLATED) === 0) {
       out = data;
     } else {
       try {
         // maxOutputLength must be at least 1; one byte more than an empty entry declares is still refused below.
-        out = inflateRawSync(data, { maxOutputLength: Math.max(1, info.uncompressedSize) });
+        // One output buffer of the declared size and a byte (zlib's default is a fresh 16 KiB buffer per
+        // call, which for 1 KB entries is most of the garbage); zlib takes no less than 64 bytes.
+        out = inflateRawSync(data, { maxOutputLength: Math.max(1, size), chunkSize: Math.max(64, size + 1) });
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw expandsBeyond(info);
+        if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw expandsBeyond(this.info(index));
         throw err;
       }
     }
-    checkComplete(info, out.length, out.length > info.uncompressedSize ? 0 : crc32(out));
+    if (out.length !== size || crc32(out) !== d.crc32[index]) checkComplete(this.info(index), out.length, out.length > size ? 0 : crc32(out));
     return out;
   }
 
@@ -424,7 +275,7 @@ class HardenedZipArchive implements ZipArchive {
 }
 
 function expandsBeyond(info: ZipEntryInfo): CofferError {
-  return unsafe(info.name, `data expands beyond its declared size of ${info.uncompressedSize} bytes`);
+  return unsafeEntry(info.name, `data expands beyond its declared size of ${info.uncompressedSize} bytes`);
 }
 
 /** The end-of-entry checks shared by both paths: exactly the declared size, and the declared CRC-32. */
@@ -485,13 +336,13 @@ class EntryVerifier extends Transform {
 }
 
 function entryError(code: ErrorCode, name: string, problem: string, cause?: unknown): CofferError {
-  return new CofferError(code, `zip entry '${printable(name)}' ${problem}`, cause === undefined ? undefined : { cause });
+  return new CofferError(code, `zip entry '${printableName(name)}' ${problem}`, cause === undefined ? undefined : { cause });
 }
 
 /** Classifies a failure while reading an entry; the message always names the entry. */
 function entryReadError(name: string, err: unknown): CofferError {
   if (isCofferError(err)) {
-    return err.message.includes(`'${printable(name)}'`) ? err : entryError(err.code, name, `could not be read: ${err.message}`, err);
+    return err.message.includes(`'${printableName(name)}'`) ? err : entryError(err.code, name, `could not be read: ${err.message}`, err);
   }
   const e = err as NodeJS.ErrnoException;
   const message = e instanceof Error ? e.message : String(err);

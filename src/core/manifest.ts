@@ -9,8 +9,7 @@ export const ARCHIVE_FORMAT = 1;
 /** Where table entries live in the zip (re-exported by src/archive). */
 export const DB_PREFIX = 'db/';
 
-export const APP_NAME = 'coffer';
-export const APP_VERSION = '0.1.0';
+export { APP_NAME, APP_VERSION } from './version';
 
 export const manifestColumnSchema = z.object({ name: z.string().min(1), type: z.string() });
 

@@ -88,8 +88,10 @@ function checkEntriesAgainstManifest(zip: ZipArchive, m: Manifest): void {
     listed.set(t.entry, t.bytes);
   }
   const folderCounts = new Map<string, { files: number; bytes: number }>();
-  for (const e of zip.entries) {
-    if (e.name.startsWith(DB_PREFIX) && !e.isDirectory) {
+  for (const folder of UPLOAD_FOLDERS) folderCounts.set(folder, { files: 0, bytes: 0 });
+  for (const e of zip.list()) {
+    if (e.isDirectory) continue;
+    if (e.name.startsWith(DB_PREFIX)) {
       const bytes = listed.get(e.name);
       if (bytes === undefined) throw new CofferError('E_ARCHIVE_INVALID', `entry ${e.name} is not listed in manifest.json`);
       if (e.uncompressedSize !== bytes) {
@@ -97,12 +99,11 @@ function checkEntriesAgainstManifest(zip: ZipArchive, m: Manifest): void {
       }
       listed.delete(e.name);
     }
-    const top = e.name.split('/')[0];
-    if ((UPLOAD_FOLDERS as readonly string[]).includes(top) && !e.isDirectory) {
-      const c = folderCounts.get(top) ?? { files: 0, bytes: 0 };
+    const slash = e.name.indexOf('/');
+    const c = slash === -1 ? undefined : folderCounts.get(e.name.slice(0, slash));
+    if (c !== undefined) {
       c.files++;
       c.bytes += e.uncompressedSize;
-      folderCounts.set(top, c);
     }
   }
   if (listed.size > 0) throw new CofferError('E_ARCHIVE_INVALID', `manifest.json lists ${[...listed.keys()].join(', ')}, missing from the archive`);

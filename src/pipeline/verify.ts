@@ -103,25 +103,33 @@ export async function verifyArchive(archive: OpenedArchive, onEntry?: (name: str
     if (v.problem) problems.push(`${t.entry}: ${v.problem}`);
     tables.push(v);
   }
+  // One pass in archive order (reads stay sequential through the reader's block cache); problems are
+  // reported folder by folder.
   const files: VerifyReport['files'] = {};
+  const fileProblems: Record<string, string[]> = {};
   for (const folder of UPLOAD_FOLDERS) {
-    const f = { files: 0, bytes: 0, ok: true as boolean, problem: undefined as string | undefined };
-    for (const e of archive.zip.entries.filter((x) => x.name.startsWith(folder + '/') && !x.isDirectory)) {
-      onEntry?.(e.name);
-      try {
-        // Restore's own reads, with its checks (declared size, CRC-32): whole for small entries, streamed otherwise.
-        if (e.uncompressedSize <= SMALL_ENTRY_BYTES) await archive.zip.readEntryBuffer(e.name, SMALL_ENTRY_BYTES);
-        else await pipeline(await archive.zip.openEntry(e.name), new Writable({ write: (_c, _e, cb) => cb() }));
-        f.files++;
-        f.bytes += e.uncompressedSize;
-      } catch (err) {
-        f.ok = false;
-        f.problem = `${e.name}: ${errorMessage(err)}`;
-        problems.push(f.problem);
-      }
-    }
-    files[folder] = f;
+    files[folder] = { files: 0, bytes: 0, ok: true, problem: undefined };
+    fileProblems[folder] = [];
   }
+  for (const e of archive.zip.list()) {
+    if (e.isDirectory) continue;
+    const slash = e.name.indexOf('/');
+    const f = slash === -1 ? undefined : files[e.name.slice(0, slash)];
+    if (f === undefined) continue;
+    onEntry?.(e.name);
+    try {
+      // Restore's own reads, with its checks (declared size, CRC-32): whole for small entries, streamed otherwise.
+      if (e.uncompressedSize <= SMALL_ENTRY_BYTES) await archive.zip.readEntryBuffer(e.name, SMALL_ENTRY_BYTES);
+      else await pipeline(await archive.zip.openEntry(e.name), new Writable({ write: (_c, _e, cb) => cb() }));
+      f.files++;
+      f.bytes += e.uncompressedSize;
+    } catch (err) {
+      f.ok = false;
+      f.problem = `${e.name}: ${errorMessage(err)}`;
+      fileProblems[e.name.slice(0, slash)].push(f.problem);
+    }
+  }
+  for (const folder of UPLOAD_FOLDERS) problems.push(...fileProblems[folder]);
   return {
     ok: problems.length === 0,
     encrypted: archive.encrypted,

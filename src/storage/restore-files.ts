@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { SMALL_ENTRY_BYTES, UPLOAD_FOLDERS, type ZipArchive } from '../archive';
+import { SMALL_ENTRY_BYTES, UPLOAD_FOLDERS, type ZipArchive, type ZipEntryInfo } from '../archive';
 import { writeFileAtomic } from '../core/atomic-file';
 import { CofferError, errorMessage } from '../core/errors';
 import type { Logger } from '../log';
@@ -82,8 +82,13 @@ export async function stageFiles(zip: ZipArchive, dataDir: string, opts: StageOp
   const id = `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
   const staging = path.join(dataDir, STAGING_PREFIX + id);
   const root = path.join(staging, 'new');
-  const uploadEntries = zip.entries.filter((e) => (UPLOAD_FOLDERS as readonly string[]).includes(e.name.split('/')[0]));
-  const needed = uploadEntries.reduce((n, e) => n + e.uncompressedSize, 0);
+  // Walked twice (the sum, then the files) in archive order rather than kept: one object each while in use.
+  const prefixes = UPLOAD_FOLDERS.map((f) => `${f}/`);
+  const uploadEntries = function* (): Generator<ZipEntryInfo> {
+    for (const e of zip.list()) if (prefixes.some((p) => e.name.startsWith(p))) yield e;
+  };
+  let needed = 0;
+  for (const e of uploadEntries()) needed += e.uncompressedSize;
   const free = await freeBytes(dataDir);
   if (free !== undefined && needed > free) {
     throw new CofferError('E_RESTORE_FAILED', `not enough disk space in ${dataDir} to stage the upload folders: need ${needed} bytes, ${free} free`);
@@ -98,7 +103,7 @@ export async function stageFiles(zip: ZipArchive, dataDir: string, opts: StageOp
       made.add(dir);
     };
     for (const folder of UPLOAD_FOLDERS) makeDir(path.join(root, folder));
-    for (const e of uploadEntries) {
+    for (const e of uploadEntries()) {
       const target = path.resolve(root, e.name);
       // The zip reader already refused unsafe names; this is the last line of defence.
       if (!target.startsWith(root + path.sep)) throw new CofferError('E_ARCHIVE_UNSAFE_ENTRY', `entry ${e.name} would be written outside the staging folder`);

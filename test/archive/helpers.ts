@@ -98,6 +98,8 @@ export interface HandEntry {
   localName?: string | Buffer;
   /** Central directory offset of the local header, when it should point elsewhere. */
   localHeaderOffset?: (realOffsets: number[]) => number;
+  /** Extra field of the central directory record (none by default). */
+  centralExtra?: Buffer;
 }
 
 export const S_IFREG = 0o100000;
@@ -131,6 +133,7 @@ interface Resolved {
   usize: number;
   attrs: number;
   flags: number;
+  centralExtra: Buffer;
 }
 
 function resolveEntry(e: HandEntry): Resolved {
@@ -147,6 +150,7 @@ function resolveEntry(e: HandEntry): Resolved {
     usize: e.uncompressedSize ?? content.length,
     attrs: e.externalAttributes ?? fileAttributes(S_IFREG | 0o644),
     flags: e.flags ?? 0x800,
+    centralExtra: e.centralExtra ?? Buffer.alloc(0),
   };
 }
 
@@ -179,13 +183,13 @@ function centralHeader(r: Resolved, offset: number): Buffer {
   h.writeUInt32LE(r.csize >>> 0, 20);
   h.writeUInt32LE(r.usize >>> 0, 24);
   h.writeUInt16LE(r.name.length, 28);
-  h.writeUInt16LE(0, 30);
+  h.writeUInt16LE(r.centralExtra.length, 30);
   h.writeUInt16LE(0, 32);
   h.writeUInt16LE(0, 34);
   h.writeUInt16LE(0, 36);
   h.writeUInt32LE(r.attrs >>> 0, 38);
   h.writeUInt32LE(offset >>> 0, 42);
-  return Buffer.concat([h, r.name]);
+  return Buffer.concat([h, r.name, r.centralExtra]);
 }
 
 function endOfCentralDirectory(count: number, cdSize: number, cdOffset: number): Buffer {
