@@ -6,7 +6,7 @@ import type { SourceReader } from './source-reader';
 /**
  * The end records and the central directory of a zip, read by coffer itself: the end of central
  * directory record (and the Zip64 locator and record, past 65,535 entries or 4 GiB), then the whole
- * directory in one read into one buffer, parsed in one loop. Every entry is validated before
+ * directory in windows of 1 MiB, parsed in one loop. Every entry is validated before
  * `readCentralDirectory` returns (names, types, encryption, compression, sizes, overlaps), and what
  * reading needs is kept in typed-array columns and one buffer of names: for 100,000 entries about
  * 10 MB, with no object per entry.

@@ -290,7 +290,7 @@ function checkComplete(info: ZipEntryInfo, bytes: number, crc: number): void {
   }
 }
 
-/** Pipes yauzl's stream through the size and CRC check, translating every failure to a CofferError. */
+/** Pipes an entry's (inflated) data through the size and CRC check, translating every failure to a CofferError. */
 function verifiedStream(info: ZipEntryInfo, raw: Readable): Readable {
   const verifier = new EntryVerifier(info);
   raw.on('error', (err: unknown) => verifier.destroy(entryReadError(info.name, err)));
