@@ -292,7 +292,10 @@ describe('deploy/Dockerfile', () => {
     expect(entrypoint[0]).toBe('node');
     // Node options (the same as bin/coffer.js's own shebang) come before the script.
     const script = 1 + entrypoint.slice(1).findIndex((a) => !a.startsWith('--'));
-    expect(entrypoint.slice(1, script)).toEqual(['--max-semi-space-size=2']);
+    const shebang = fs.readFileSync(path.join(ROOT, 'bin/coffer.js'), 'utf8').split('\n')[0].split(/\s+/);
+    expect(shebang.slice(0, 3)).toEqual(['#!/usr/bin/env', '-S', 'node']);
+    expect(entrypoint.slice(1, script)).toEqual(shebang.slice(3));
+    expect(entrypoint.slice(1, script)).toContain('--max-semi-space-size=2');
     expect(entrypoint[script]).toMatch(/(^|\/)bin\/coffer\.js$/);
     expect(cmd).toEqual(['serve']);
     // The entrypoint's file is where WORKDIR and `COPY bin ./bin` put the repository's bin/coffer.js,
