@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { generateDatabase, databaseSize } from './dataset';
 import { compareFingerprints, fingerprint, totalRows, type Fingerprint } from './fidelity';
 import { assertScale, compareFiles, ensureFiles, type FileSet } from './files';
-import { describeCommand, fileSize, measure } from './measure';
+import { describeCommand, fileSize, measure, settleDisks } from './measure';
 import {
   checkpoint,
   createDatabase,
@@ -345,6 +345,7 @@ class Bench {
     const op = this.results.ops[def.id]!;
     op.command = this.publicText(describeCommand(cmd, args));
     await checkpoint(this.server);
+    await settleDisks();
     const logFrom = logSize(this.server.logFile);
     say(`run ${runNo}/${this.opts.runs}: ${def.label}…`);
     const m = await measure(cmd, args, { env, cwd: this.out });

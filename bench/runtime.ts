@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { measure } from './measure';
+import { measure, settleDisks } from './measure';
 import { checkpoint } from './postgres';
 import type { Server } from './postgres';
 import { BenchError, fmtMB, fmtSeconds, max, median, min, say, table } from './util';
@@ -77,6 +77,7 @@ export async function measureRuntime(o: RuntimeOptions): Promise<RuntimeSection>
       const run = async (row: RuntimeRow, args: string[], env: NodeJS.ProcessEnv): Promise<boolean> => {
         const [cmd, full] = o.coffer(args, side.node.bin);
         await checkpoint(o.server);
+        await settleDisks();
         say(`runtime, run ${runNo}/${o.runs}: ${row.label} on Node ${side.node.version}…`);
         const m = await measure(cmd, full, { env, cwd: o.out });
         if (m.exitCode !== 0) {

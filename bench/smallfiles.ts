@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { compareFiles, md5Uuid, prng, UPLOAD_FOLDERS, type GeneratedFile } from './files';
-import { describeCommand, fileSize, measure } from './measure';
+import { describeCommand, fileSize, measure, settleDisks } from './measure';
 import { checkpoint, createDatabase, dropDatabase, type Server } from './postgres';
 import type { OpResult, RunRecord } from './report';
 import { BenchError, fmtMB, fmtSeconds, max, mb, median, min, say, table } from './util';
@@ -156,6 +156,7 @@ export async function measureSmallFiles(o: SmallFilesOptions): Promise<SmallFile
     if (!op) return undefined;
     op.command = o.publicText(describeCommand(cmd, args));
     await checkpoint(o.server);
+    await settleDisks();
     say(`small files, run ${runNo}/${o.runs}: ${op.label}…`);
     const m = await measure(cmd, args, { env, cwd });
     const rec: RunRecord = { run: runNo, wallSeconds: m.wallSeconds, peakRssBytes: m.peakRssBytes, outputBytes: 0 };
