@@ -21,8 +21,9 @@ export interface Measurement {
 
 /**
  * Flushes every filesystem's dirty pages (`sync`) before a measured run, so that no run pays for the
- * writeback of the one before it (a 350 MB archive, or the removal of a 100,000-file restore target).
- * Without it `sync -f` in the unzip row and coffer's own flushes absorbed whatever was still dirty.
+ * writeback of the one before it (a 350 MB archive, or the removal of a 100,000-file restore target),
+ * which `sync -f` in the unzip row and coffer's own flushes would otherwise absorb. It does not remove
+ * the spread a shared disk's flush adds during a run. A missing or failing `sync` is ignored.
  */
 export async function settleDisks(): Promise<void> {
   await new Promise<void>((resolve) => spawn('sync', [], { stdio: 'ignore' }).once('close', () => resolve()).once('error', () => resolve()));
