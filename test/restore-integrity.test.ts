@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32, deflateRawSync } from 'node:zlib';
 import type { KeySource } from '../src/crypto';
 import { canLoadDirect } from '../src/db/load';
 import { knownMigrations } from '../src/db/migrate';
@@ -316,6 +316,9 @@ describe('the refusal corpus: verify refuses exactly what restore refuses', () =
   };
 
   type Case = [string, (entries: ReadEntry[]) => ReadEntry[] | HandEntry[], string, RegExp];
+  /** Replaces the upload's stored bytes with `data(content)`, deflated, keeping what the headers declare. */
+  const uploadData = (data: (content: Buffer) => Buffer) => (entries: ReadEntry[]) =>
+    hand(entries).map((h, i) => (entries[i].name === upload ? { ...h, method: 8, data: data(entries[i].data), content: entries[i].data } : h));
   const rows: Case[] = [
     ['a column the table does not have', editLine('notes', 2, (l) => l.replace(/}$/, ',"smuggled":1}')), 'E_ARCHIVE_BAD_ROW', /line 3 is not a valid row: unknown column "smuggled"/],
     ['\\u0000 in a string', setValue('notes', 'title', '"a\\u0000b"'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: \\u0000 cannot be stored in PostgreSQL text/],
@@ -349,6 +352,20 @@ describe('the refusal corpus: verify refuses exactly what restore refuses', () =
       /zip entry 'db\/public\.notes\.jsonl' CRC-32 mismatch/,
     ],
     ['a CRC-32 mismatch in an upload file', (e) => hand(e).map((h, i) => (e[i].name === upload ? { ...h, crc32: (crc32(e[i].data) ^ 1) >>> 0 } : h)), 'E_ARCHIVE_CHECKSUM', /CRC-32 mismatch/],
+    // The upload's data replaced, its declared size and CRC-32 (and so manifest.json) left as they were.
+    ['an upload file that inflates past its declared size', uploadData((d) => deflateRawSync(Buffer.concat([d, Buffer.from('more')]))), 'E_ARCHIVE_UNSAFE_ENTRY', /unsafe zip entry '.*': data expands beyond its declared size/],
+    ['an upload file shorter than its declared size', uploadData((d) => deflateRawSync(d.subarray(1))), 'E_ARCHIVE_INVALID', /zip entry '.*' has \d+ bytes, fewer than the \d+ declared/],
+    [
+      'corrupt compressed data in an upload file',
+      uploadData((d) => {
+        const data = deflateRawSync(d);
+        // First block header: BFINAL=1, BTYPE=11, a block type that does not exist.
+        data[0] = 0x07;
+        return data;
+      }),
+      'E_ARCHIVE_INVALID',
+      /zip entry '.*' has corrupt compressed data \(invalid block type\)/,
+    ],
     ['more upload files than manifest.json says', (e) => withManifest(e, (m) => (m.files.uploadedfiles.files += 1)), 'E_ARCHIVE_INVALID', /uploadedfiles: manifest\.json says \d+ files .*, the archive holds/],
     ['an upload file manifest.json does not count', (e) => beforeManifest(e, [stored('uploadedassets/00/extra', 'x')]), 'E_ARCHIVE_INVALID', /uploadedassets: manifest\.json says 0 files/],
     ['a table entry manifest.json does not list', (e) => beforeManifest(e, [stored('db/public.extra.jsonl', '{}\n')]), 'E_ARCHIVE_INVALID', /entry db\/public\.extra\.jsonl is not listed in manifest\.json/],

@@ -1,5 +1,5 @@
 import { crc32 } from 'node:zlib';
-import { ARCHIVE_TOP_LEVEL, bufferSource, openZip, type ZipArchive } from '../../src/archive';
+import { ARCHIVE_TOP_LEVEL, bufferSource, EntryNameRegistry, openZip, type ZipArchive } from '../../src/archive';
 import { readZip } from '../support/zip';
 import { buildZip, expectCofferError, fileAttributes, S_IFDIR, stored, tempDir, writeZip } from './helpers';
 
@@ -137,9 +137,41 @@ describe('the path table', () => {
     ['a directory named like an earlier file', ['uploadedfiles/a', 'uploadedfiles/a/'], 'uploadedfiles/a/', "directory clashes with file 'uploadedfiles/a'"],
     ['a directory entry twice', ['uploadedfiles/a/', 'uploadedfiles/a/'], 'uploadedfiles/a/', 'duplicate name'],
     ['a file inside a deeper file', ['uploadedfiles/a/b', 'uploadedfiles/a/b/c/d'], 'uploadedfiles/a/b/c/d', "parent 'uploadedfiles/a/b' is a file"],
+    ['a file inside the file just before it', ['uploadedfiles/p/q', 'uploadedfiles/p/q/r'], 'uploadedfiles/p/q/r', "parent 'uploadedfiles/p/q' is a file"],
+    ['a file inside an earlier file', ['uploadedfiles/b', 'uploadedfiles/a/x', 'uploadedfiles/b/c'], 'uploadedfiles/b/c', "parent 'uploadedfiles/b' is a file"],
   ])('%s is refused', async (_what, names, entry, reason) => {
     const zip = buildZip(names.map((n) => (n.endsWith('/') ? dir(n) : stored(n, 'x'))));
     await expectCofferError(open(zip), 'E_ARCHIVE_UNSAFE_ENTRY', `'${entry}'`, reason);
+  });
+
+  test('refuses exactly what EntryNameRegistry refuses, for random sequences of related names', async () => {
+    let seed = 7;
+    const next = (n: number): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) >>> 16) % n;
+    let refused = 0;
+    for (let round = 0; round < 400; round++) {
+      const names: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const segments = Array.from({ length: 1 + next(3) }, () => 'abc'[next(3)]);
+        names.push(`uploadedfiles/${segments.join('/')}${next(4) === 0 ? '/' : ''}`);
+      }
+      const registry = new EntryNameRegistry();
+      let expected: [string, string] | undefined;
+      for (const n of names) {
+        const reason = registry.add(n);
+        if (reason !== null) {
+          expected = [n, reason];
+          break;
+        }
+      }
+      const zip = buildZip(names.map((n) => (n.endsWith('/') ? dir(n) : stored(n, 'x'))));
+      if (expected === undefined) await (await open(zip)).close();
+      else {
+        refused++;
+        await expectCofferError(open(zip), 'E_ARCHIVE_UNSAFE_ENTRY', `unsafe zip entry '${expected[0]}': ${expected[1]}`);
+      }
+    }
+    expect(refused).toBeGreaterThan(50);
+    expect(refused).toBeLessThan(390);
   });
 
   test('names that differ only in their last bytes, in a table that grows', async () => {
