@@ -394,10 +394,6 @@ export class PathTable {
   private kind: Uint8Array;
   private mask: number;
   private used = 0;
-  /** The entry `add` last recorded, and how many parent folders its name has (their ends: previousParents). */
-  private previous = -1;
-  private previousDepth = 0;
-  private previousParents = new Int32Array(16);
 
   /** `names()` is the current names buffer (it grows while the directory is read). */
   constructor(
@@ -434,9 +430,6 @@ export class PathTable {
     }
     const hash = h >>> 0;
     const pathLength = pathEnd - start;
-    // Parents the previous entry had too (neighbours mostly share their folders) were checked and
-    // recorded as folders then, and a folder never becomes a file: only the others are looked up.
-    const shared = this.sharedParents(buf, start, depth);
     const own = this.find(buf, start, pathLength, hash);
     if (own !== -1) {
       const kind = this.kind[own];
@@ -445,7 +438,7 @@ export class PathTable {
       if (kind === PATH_DIRECTORY) return 'duplicate name';
       if (kind === PATH_FILE) return `directory clashes with file '${path()}'`;
     }
-    for (let k = shared; k < depth; k++) {
+    for (let k = 0; k < depth; k++) {
       const slot = this.find(buf, start, parents[k], parentHashes[k]);
       if (slot !== -1 && this.kind[slot] === PATH_FILE) return `parent '${buf.toString('utf8', start, start + parents[k])}' is a file`;
     }
@@ -454,27 +447,10 @@ export class PathTable {
       this.entry[own] = index;
       this.kind[own] = PATH_DIRECTORY;
     } else this.insert(hash, index, pathLength, isDir ? PATH_DIRECTORY : PATH_FILE);
-    for (let k = shared; k < depth; k++) {
+    for (let k = 0; k < depth; k++) {
       if (this.find(buf, start, parents[k], parentHashes[k]) === -1) this.insert(parentHashes[k], index, parents[k], PATH_IMPLIED_DIRECTORY);
     }
-    this.previous = index;
-    this.previousDepth = depth;
-    if (this.previousParents.length < depth) this.previousParents = new Int32Array(parents.length);
-    this.previousParents.set(parents.subarray(0, depth));
     return null;
-  }
-
-  /** How many of the first `depth` parent folders of the name at `start` are also the previous entry's. */
-  private sharedParents(buf: Buffer, start: number, depth: number): number {
-    if (this.previous === -1) return 0;
-    const previousStart = this.nameStart[this.previous];
-    let k = 0;
-    let same = 0;
-    for (; k < depth && k < this.previousDepth && parents[k] === this.previousParents[k]; k++) {
-      // The bytes up to this parent's slash must match; those up to the last one already did.
-      for (; same < parents[k]; same++) if (buf[start + same] !== buf[previousStart + same]) return k;
-    }
-    return k;
   }
 
   /** The index of the entry named `name`, or -1. */

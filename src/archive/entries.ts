@@ -98,42 +98,6 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
  * up as the same file.
  */
 export function checkEntryName(name: string, allowedTopLevel?: readonly string[]): string | null {
-  const problem = isPlainName(name) ? null : nameProblem(name);
-  if (problem !== null) return problem;
-  return allowedTopLevel === undefined ? null : topLevelProblem(name, allowedTopLevel);
-}
-
-const NUL = 0;
-const SLASH = 0x2f;
-const COLON = 0x3a;
-const BACKSLASH = 0x5c;
-const DOT = 0x2e;
-
-/**
- * One pass over the characters for the names well-behaved writers make (a 100,000-entry archive has
- * nothing else): true only when nameProblem would find nothing, so a name that might have a problem
- * always gets the full checks and their exact reason.
- */
-function isPlainName(name: string): boolean {
-  const n = name.length;
-  // Three UTF-8 bytes at most per UTF-16 unit outside the surrogates, which are not plain.
-  if (n === 0 || n * 3 > MAX_NAME_BYTES) return false;
-  let segment = 0;
-  for (let i = 0; i <= n; i++) {
-    const c = i === n ? SLASH : name.charCodeAt(i);
-    if (c === SLASH) {
-      const length = i - segment;
-      // A trailing slash (a directory) ends the name, not an empty segment.
-      if (length === 0) return i === n && n > 1 && segment === n;
-      if (length <= 2 && name.charCodeAt(segment) === DOT && (length === 1 || name.charCodeAt(segment + 1) === DOT)) return false;
-      segment = i + 1;
-    } else if (c === NUL || c === COLON || c === BACKSLASH || (c >= 0xd800 && c <= 0xdfff)) return false;
-  }
-  return true;
-}
-
-/** checkEntryName's rules but the top-level one, in order, each with its reason, without the one-pass shortcut (tests compare the two). */
-export function nameProblem(name: string): string | null {
   if (name.length === 0) return 'empty name';
   // The lookaround pattern is slow; most names have no surrogate at all.
   if (SURROGATE.test(name) && LONE_SURROGATE.test(name)) return 'name is not valid Unicode (lone surrogate)';
@@ -150,7 +114,7 @@ export function nameProblem(name: string): string | null {
     if (segment === '..') return "'..' path segment";
     if (segment === '.') return "'.' path segment";
   }
-  return null;
+  return allowedTopLevel === undefined ? null : topLevelProblem(name, allowedTopLevel);
 }
 
 function topLevelProblem(name: string, allowedTopLevel: readonly string[]): string | null {

@@ -1,10 +1,8 @@
-import { pipeline, Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
-import { pipeline as pipelineAsync } from 'node:stream/promises';
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { crc32, createInflateRaw, inflateRawSync } from 'node:zlib';
 import { CofferError, isCofferError, type ErrorCode } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
 import { ENTRY_DEFLATED, ENTRY_DIRECTORY, LOCAL_HEADER_FIXED_SIZE, LOCAL_HEADER_SIGNATURE, printableName, readCentralDirectory, unsafeEntry, type CentralDirectory } from './central-directory';
-import { inflateHere, InflateJobs, InflateWorker, type InflateOutcome } from './inflate-worker';
 import { SourceReader } from './source-reader';
 
 const INFLATE_CHUNK_SIZE = 256 * 1024;
@@ -20,15 +18,9 @@ export const SMALL_ENTRY_BYTES = 64 * 1024;
 /**
  * Deflate never needs much more room than the data it holds (5 bytes a 64 KiB stored block): an entry
  * declaring a small size but more stored bytes than this is read as a stream, so a lie in the central
- * directory cannot make a small read allocate the whole archive.
+ * directory cannot make a small read allocate the rest of the archive.
  */
 const SMALL_ENTRY_STORED_BYTES = SMALL_ENTRY_BYTES + 1024;
-/** checkEntries: the stored bytes of small entries sent to the inflate worker at once, and how many such batches may be under way. */
-const CHECK_BATCH_BYTES = 1024 * 1024;
-const CHECK_BATCH_ENTRIES = 1024;
-/** Batches the worker may have at once before this thread inflates the next one itself; batches kept until reported. */
-const CHECK_BATCHES_IN_WORKER = 2;
-const CHECK_BATCHES_QUEUED = 4;
 
 export interface ZipEntryInfo {
   readonly name: string;
@@ -42,11 +34,6 @@ export interface ZipEntryInfo {
 export interface OpenZipOptions {
   /** The only names the first path segment may have, e.g. ARCHIVE_TOP_LEVEL. */
   allowedTopLevel: readonly string[];
-}
-
-export interface CheckEntriesOptions {
-  /** Where small entries are inflated: 'auto' (default) shares them between a worker thread and this one; 'here' and 'worker' use one side only (tests compare them). */
-  inflate?: 'auto' | 'here' | 'worker';
 }
 
 export interface ZipArchive {
@@ -74,15 +61,6 @@ export interface ZipArchive {
   openEntry(name: string): Promise<Readable>;
   /** The whole entry in memory, for small entries; refused if its declared size exceeds `maxBytes`. */
   readEntryBuffer(name: string, maxBytes: number): Promise<Buffer>;
-  /**
-   * Reads every entry (not directories) that `select` accepts, in central-directory order, with the
-   * checks of `readEntryBuffer` and `openEntry` (local header, declared size, CRC-32), keeping none of
-   * the data, and calls `done` for each, in the same order, with undefined or the error that reading
-   * it gives. Small entries are inflated and checksummed in batches, in a worker thread while this
-   * thread reads the next batch, and here when the worker has enough to do; larger ones are streamed
-   * here. For walking a whole archive (verify).
-   */
-  checkEntries(select: (entry: ZipEntryInfo) => boolean, done: (entry: ZipEntryInfo, err: CofferError | undefined) => void, opts?: CheckEntriesOptions): Promise<void>;
   /** Closes the archive and its source. */
   close(): Promise<void>;
 }
@@ -115,8 +93,6 @@ class HardenedZipArchive implements ZipArchive {
   private lastName: string | undefined;
   private lastIndex = -1;
   private closed = false;
-  /** Room for any local header, for the synchronous reads of small entries. */
-  private readonly scratch = Buffer.allocUnsafeSlow(LOCAL_HEADER_FIXED_SIZE + 0xffff);
 
   constructor(
     private readonly reader: SourceReader,
@@ -167,7 +143,7 @@ class HardenedZipArchive implements ZipArchive {
     if (size > maxBytes) {
       throw unsafeEntry(name, `declares ${size} bytes, more than the ${maxBytes} allowed`);
     }
-    if (this.isSmall(index)) {
+    if (size <= SMALL_ENTRY_BYTES && this.dir.compressedSize[index] <= SMALL_ENTRY_STORED_BYTES && (this.dir.flags[index] & ENTRY_DIRECTORY) === 0) {
       try {
         return await this.readSmall(index);
       } catch (err) {
@@ -177,83 +153,6 @@ class HardenedZipArchive implements ZipArchive {
     const chunks: Buffer[] = [];
     for await (const chunk of await this.openEntry(name)) chunks.push(chunk as Buffer);
     return Buffer.concat(chunks);
-  }
-
-  async checkEntries(select: (entry: ZipEntryInfo) => boolean, done: (entry: ZipEntryInfo, err: CofferError | undefined) => void, opts: CheckEntriesOptions = {}): Promise<void> {
-    if (this.closed) throw new CofferError('E_INTERNAL', 'zip archive is already closed');
-    const d = this.dir;
-    const where = opts.inflate ?? 'auto';
-    let worker: InflateWorker | undefined;
-    if (where !== 'here') {
-      try {
-        worker = new InflateWorker();
-      } catch (err) {
-        // No thread to be had: every batch is inflated here.
-        if (where === 'worker') throw new CofferError('E_INTERNAL', `could not start the inflate worker: ${errorText(err)}`, { cause: err });
-      }
-    }
-    // Batches in archive order, each inflated here or in the worker, and reported in that order.
-    const queue: QueuedBatch[] = [];
-    const reportHead = async (): Promise<void> => {
-      const head = queue[0];
-      await head.settled;
-      queue.shift();
-      if (head.failure !== undefined) throw new CofferError('E_INTERNAL', `checking zip entries failed: ${errorText(head.failure)}`, { cause: head.failure });
-      let k = 0;
-      for (const item of head.items) done(item.info, item.error ?? this.outcomeError(item.index, head.outcomes![k++]));
-    };
-    let batch = new CheckBatch();
-    const dispatch = async (): Promise<void> => {
-      if (batch.items.length === 0) return;
-      const b = batch;
-      batch = new CheckBatch();
-      const queued: QueuedBatch = { items: b.items, settled: Promise.resolve() };
-      if (b.jobs.count === 0) queued.outcomes = [];
-      else if (worker !== undefined && (where === 'worker' || worker.busy < CHECK_BATCHES_IN_WORKER)) {
-        queued.settled = worker.inflate(b.data.buffer as ArrayBuffer, b.jobs).then(
-          (outcomes) => void (queued.outcomes = outcomes),
-          (err: unknown) => void (queued.failure = err),
-        );
-      } else {
-        // The worker has enough to do: this thread takes this batch rather than wait.
-        queued.outcomes = inflateHere(b.data, b.jobs);
-      }
-      queue.push(queued);
-      while (queue.length > 0 && (queue[0].outcomes !== undefined || queue[0].failure !== undefined)) await reportHead();
-      while (queue.length > CHECK_BATCHES_QUEUED) await reportHead();
-    };
-    const drain = async (): Promise<void> => {
-      await dispatch();
-      while (queue.length > 0) await reportHead();
-    };
-    try {
-      for (let index = 0; index < d.count; index++) {
-        if ((d.flags[index] & ENTRY_DIRECTORY) !== 0) continue;
-        const info = this.info(index);
-        if (!select(info)) continue;
-        if (this.isSmall(index)) {
-          if (!batch.fits(d.compressedSize[index])) await dispatch();
-          try {
-            await this.readStored(index, batch.data, batch.used);
-            batch.add(index, info, d.compressedSize[index], (d.flags[index] & ENTRY_DEFLATED) === 0 ? undefined : smallInflateOptions(d.uncompressedSize[index]));
-          } catch (err) {
-            batch.addFailed(index, info, entryReadError(info.name, err));
-          }
-          continue;
-        }
-        // In order: what was batched before this entry is reported before it.
-        await drain();
-        try {
-          await pipelineAsync(await this.openEntry(info.name), new Writable({ write: (_c, _e, cb) => cb() }));
-          done(info, undefined);
-        } catch (err) {
-          done(info, entryReadError(info.name, err));
-        }
-      }
-      await drain();
-    } finally {
-      await worker?.close();
-    }
   }
 
   async close(): Promise<void> {
@@ -304,8 +203,7 @@ class HardenedZipArchive implements ZipArchive {
     return Buffer.allocUnsafe(LOCAL_HEADER_FIXED_SIZE + this.dir.rawNameLength[index]);
   }
 
-  /** `length`: how much of `header` is the header (it may be a larger scratch buffer). */
-  private checkHeader(index: number, header: Buffer, length = header.length): number {
+  private checkHeader(index: number, header: Buffer): number {
     const d = this.dir;
     const localHeaderOffset = d.localHeaderOffset[index];
     const rawNameLength = d.rawNameLength[index];
@@ -317,8 +215,8 @@ class HardenedZipArchive implements ZipArchive {
     const nameMatches =
       nameLength === rawNameLength &&
       (rawName === undefined
-        ? d.names.compare(header, LOCAL_HEADER_FIXED_SIZE, length, d.nameStart[index], d.nameStart[index + 1]) === 0
-        : header.subarray(LOCAL_HEADER_FIXED_SIZE, length).equals(rawName));
+        ? d.names.compare(header, LOCAL_HEADER_FIXED_SIZE, header.length, d.nameStart[index], d.nameStart[index + 1]) === 0
+        : header.subarray(LOCAL_HEADER_FIXED_SIZE).equals(rawName));
     if (!nameMatches) throw unsafeEntry(this.name(index), 'local header names a different file than the central directory');
     const start = localHeaderOffset + LOCAL_HEADER_FIXED_SIZE + nameLength + header.readUInt16LE(28);
     if (start + compressedSize > this.source.size) {
@@ -340,74 +238,39 @@ class HardenedZipArchive implements ZipArchive {
     return pipeline(stored, createInflateRaw({ chunkSize: INFLATE_CHUNK_SIZE }), () => undefined);
   }
 
-  /** Read in one piece (readSmall), not streamed: a file entry small in its declared and its stored size. */
-  private isSmall(index: number): boolean {
-    const d = this.dir;
-    return d.uncompressedSize[index] <= SMALL_ENTRY_BYTES && d.compressedSize[index] <= SMALL_ENTRY_STORED_BYTES && (d.flags[index] & ENTRY_DIRECTORY) === 0;
-  }
-
-  /**
-   * Checks a small entry's local header and copies its stored bytes into `into` at `at`; without
-   * waiting when the blocks are cached, as they mostly are for neighbouring small entries.
-   */
-  private async readStored(index: number, into: Buffer, at: number): Promise<void> {
-    const d = this.dir;
-    // The scratch buffer is used only between the copy and the check, with no wait between them.
-    const headerLength = LOCAL_HEADER_FIXED_SIZE + d.rawNameLength[index];
-    const got = this.reader.readAtSync(this.scratch, 0, headerLength, d.localHeaderOffset[index]);
-    let start: number;
-    if (got === undefined) start = await this.dataStart(index);
-    else if (got < headerLength) throw new Error('unexpected EOF');
-    else start = this.checkHeader(index, this.scratch, headerLength);
-    const length = d.compressedSize[index];
-    const read = this.reader.readAtSync(into, at, length, start) ?? (await this.reader.readAt(into, at, length, start));
-    if (read < length) throw new Error('unexpected EOF');
-  }
-
   /**
    * A small entry in one piece, with the stream path's checks: the output is capped at the declared
    * size (a bomb stops there), then its length and CRC-32 must be exactly what was declared.
    */
   private async readSmall(index: number): Promise<Buffer> {
     const d = this.dir;
+    // Without waiting when the blocks are cached, as they mostly are for neighbouring small entries.
+    const header = this.headerBuffer(index);
+    const got = this.reader.readAtSync(header, 0, header.length, d.localHeaderOffset[index]);
+    let start: number;
+    if (got === undefined) start = await this.dataStart(index);
+    else if (got < header.length) throw new Error('unexpected EOF');
+    else start = this.checkHeader(index, header);
     const data = Buffer.allocUnsafe(d.compressedSize[index]);
-    await this.readStored(index, data, 0);
-    let out = data;
-    if ((d.flags[index] & ENTRY_DEFLATED) !== 0) {
+    const read = this.reader.readAtSync(data, 0, data.length, start) ?? (await this.reader.readAt(data, 0, data.length, start));
+    if (read < data.length) throw new Error('unexpected EOF');
+    const size = d.uncompressedSize[index];
+    let out: Buffer;
+    if ((d.flags[index] & ENTRY_DEFLATED) === 0) {
+      out = data;
+    } else {
       try {
-        out = inflateRawSync(data, smallInflateOptions(d.uncompressedSize[index]));
+        // maxOutputLength must be at least 1; one byte more than an empty entry declares is still refused below.
+        // One output buffer of the declared size and a byte (zlib's default is a fresh 16 KiB buffer per
+        // call, which for 1 KB entries is most of the garbage); zlib takes no less than 64 bytes.
+        out = inflateRawSync(data, { maxOutputLength: Math.max(1, size), chunkSize: Math.max(64, size + 1) });
       } catch (err) {
-        throw this.inflateFailure(index, (err as NodeJS.ErrnoException).code, errorText(err));
+        if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw expandsBeyond(this.info(index));
+        throw err;
       }
     }
-    const error = this.contentError(index, out.length, crc32(out));
-    if (error !== undefined) throw error;
+    if (out.length !== size || crc32(out) !== d.crc32[index]) checkComplete(this.info(index), out.length, out.length > size ? 0 : crc32(out));
     return out;
-  }
-
-  /** What a small entry's inflate (here or in the inflate worker) gives and means. */
-  private outcomeError(index: number, outcome: InflateOutcome): CofferError | undefined {
-    return outcome.error === undefined ? this.contentError(index, outcome.length, outcome.crc) : this.inflateFailure(index, outcome.error.code, outcome.error.message);
-  }
-
-  /** A small entry that zlib refused: past its declared size (the cap), or corrupt data. */
-  private inflateFailure(index: number, code: string | undefined, message: string): CofferError {
-    if (code === 'ERR_BUFFER_TOO_LARGE') return expandsBeyond(this.info(index));
-    const err: NodeJS.ErrnoException = new Error(message);
-    err.code = code;
-    return entryReadError(this.name(index), err);
-  }
-
-  /** undefined when a small entry's bytes are exactly its declared size and CRC-32, else the error, naming the entry. */
-  private contentError(index: number, length: number, crc: number): CofferError | undefined {
-    const size = this.dir.uncompressedSize[index];
-    if (length === size && crc === this.dir.crc32[index]) return undefined;
-    try {
-      checkComplete(this.info(index), length, length > size ? 0 : crc);
-    } catch (err) {
-      return err as CofferError;
-    }
-    return undefined;
   }
 
   private track(stream: Readable): Readable {
@@ -415,52 +278,6 @@ class HardenedZipArchive implements ZipArchive {
     stream.once('close', () => this.openStreams.delete(stream));
     return stream;
   }
-}
-
-/**
- * How a small entry is inflated, here and in the inflate worker: the output is capped at the declared
- * size (maxOutputLength must be at least 1; one byte more than an empty entry declares is still
- * refused), into one buffer of the declared size and a byte (zlib's default is a fresh 16 KiB buffer
- * per call, which for 1 KB entries is most of the garbage; zlib takes no less than 64 bytes).
- */
-function smallInflateOptions(size: number): { maxOutputLength: number; chunkSize: number } {
-  return { maxOutputLength: Math.max(1, size), chunkSize: Math.max(64, size + 1) };
-}
-
-/** A batch waiting to be reported: its entries, and its outcomes once known (or why the worker failed). */
-interface QueuedBatch {
-  items: CheckBatch['items'];
-  settled: Promise<void>;
-  outcomes?: InflateOutcome[];
-  failure?: unknown;
-}
-
-/** Small entries' stored bytes, back to back, for inflateHere or the inflate worker; and entries that failed before inflating. */
-class CheckBatch {
-  readonly data = Buffer.allocUnsafeSlow(CHECK_BATCH_BYTES);
-  used = 0;
-  readonly jobs = new InflateJobs(CHECK_BATCH_ENTRIES);
-  readonly items: { index: number; info: ZipEntryInfo; error?: CofferError }[] = [];
-
-  fits(length: number): boolean {
-    return this.items.length < CHECK_BATCH_ENTRIES && this.used + length <= this.data.length;
-  }
-
-  add(index: number, info: ZipEntryInfo, length: number, inflate: { maxOutputLength: number; chunkSize: number } | undefined): void {
-    this.jobs.add(this.used, length, inflate);
-    this.items.push({ index, info });
-    this.used += length;
-  }
-
-  addFailed(index: number, info: ZipEntryInfo, error: CofferError): void {
-    this.items.push({ index, info, error });
-  }
-}
-
-/** An error's message, also for errors from another realm (a worker, a test sandbox), which are not `instanceof Error` here. */
-function errorText(err: unknown): string {
-  const message = (err as { message?: unknown } | null)?.message;
-  return typeof message === 'string' ? message : String(err);
 }
 
 function expandsBeyond(info: ZipEntryInfo): CofferError {
@@ -534,7 +351,8 @@ function entryReadError(name: string, err: unknown): CofferError {
     return err.message.includes(`'${printableName(name)}'`) ? err : entryError(err.code, name, `could not be read: ${err.message}`, err);
   }
   const e = err as NodeJS.ErrnoException;
-  const message = errorText(err);
+  // Also for errors from another realm (a test sandbox), which are not `instanceof Error` here.
+  const message = typeof e?.message === 'string' ? e.message : String(err);
   if (typeof e.code === 'string' && e.code.startsWith('Z_')) {
     return entryError('E_ARCHIVE_INVALID', name, `has corrupt compressed data (${message})`, err);
   }

@@ -1,7 +1,7 @@
 import type { Encryption } from '../core/types';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { UPLOAD_FOLDERS } from '../archive';
+import { SMALL_ENTRY_BYTES, UPLOAD_FOLDERS } from '../archive';
 import { errorMessage, isCofferError } from '../core/errors';
 import type { ManifestTable } from '../core/manifest';
 import type { TableInfo } from '../db/introspect';
@@ -111,28 +111,24 @@ export async function verifyArchive(archive: OpenedArchive, onEntry?: (name: str
     files[folder] = { files: 0, bytes: 0, ok: true, problem: undefined };
     fileProblems[folder] = [];
   }
-  const folderOf = (name: string): string | undefined => {
-    const slash = name.indexOf('/');
-    return slash === -1 || !Object.hasOwn(files, name.slice(0, slash)) ? undefined : name.slice(0, slash);
-  };
-  // Restore's own reads, with its checks (local header, declared size, CRC-32); small entries are
-  // inflated in a worker thread beside this one.
-  await archive.zip.checkEntries(
-    (e) => folderOf(e.name) !== undefined,
-    (e, err) => {
-      const folder = folderOf(e.name)!;
-      const f = files[folder];
-      onEntry?.(e.name);
-      if (err === undefined) {
-        f.files++;
-        f.bytes += e.uncompressedSize;
-        return;
-      }
+  for (const e of archive.zip.list()) {
+    if (e.isDirectory) continue;
+    const slash = e.name.indexOf('/');
+    const f = slash === -1 ? undefined : files[e.name.slice(0, slash)];
+    if (f === undefined) continue;
+    onEntry?.(e.name);
+    try {
+      // Restore's own reads, with its checks (declared size, CRC-32): whole for small entries, streamed otherwise.
+      if (e.uncompressedSize <= SMALL_ENTRY_BYTES) await archive.zip.readEntryBuffer(e.name, SMALL_ENTRY_BYTES);
+      else await pipeline(await archive.zip.openEntry(e.name), new Writable({ write: (_c, _e, cb) => cb() }));
+      f.files++;
+      f.bytes += e.uncompressedSize;
+    } catch (err) {
       f.ok = false;
       f.problem = `${e.name}: ${errorMessage(err)}`;
-      fileProblems[folder].push(f.problem);
-    },
-  );
+      fileProblems[e.name.slice(0, slash)].push(f.problem);
+    }
+  }
   for (const folder of UPLOAD_FOLDERS) problems.push(...fileProblems[folder]);
   return {
     ok: problems.length === 0,
