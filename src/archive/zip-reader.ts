@@ -1,6 +1,6 @@
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { crc32, createInflateRaw, inflateRawSync } from 'node:zlib';
-import { CofferError, isCofferError, type ErrorCode } from '../core/errors';
+import { CofferError, errorMessage, isCofferError, type ErrorCode } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
 import { ENTRY_DEFLATED, ENTRY_DIRECTORY, LOCAL_HEADER_FIXED_SIZE, LOCAL_HEADER_SIGNATURE, printableName, readCentralDirectory, unsafeEntry, type CentralDirectory } from './central-directory';
 import { SourceReader } from './source-reader';
@@ -351,8 +351,7 @@ function entryReadError(name: string, err: unknown): CofferError {
     return err.message.includes(`'${printableName(name)}'`) ? err : entryError(err.code, name, `could not be read: ${err.message}`, err);
   }
   const e = err as NodeJS.ErrnoException;
-  // Also for errors from another realm (a test sandbox), which are not `instanceof Error` here.
-  const message = typeof e?.message === 'string' ? e.message : String(err);
+  const message = errorMessage(err);
   if (typeof e.code === 'string' && e.code.startsWith('Z_')) {
     return entryError('E_ARCHIVE_INVALID', name, `has corrupt compressed data (${message})`, err);
   }

@@ -100,8 +100,11 @@ export function isCofferError(err: unknown, code?: ErrorCode): err is CofferErro
   return err instanceof CofferError && (code === undefined || err.code === code);
 }
 
-/** The message of anything thrown, without a stack. */
+/**
+ * The message of anything thrown, without a stack; also of errors from another realm (a worker, a test
+ * sandbox), which are not `instanceof Error` here.
+ */
 export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
+  const message = (err as { message?: unknown } | null | undefined)?.message;
+  return typeof message === 'string' ? message : String(err);
 }
