@@ -1,4 +1,5 @@
 import { JsonlToCopy, type CopyColumn } from '../src/db/jsonl-to-copy';
+import { seededRandom as rng } from './crypto/helpers';
 
 /**
  * The converter reads a line row_to_json could have written in one pass (`canonicalRow`) and any
@@ -17,18 +18,6 @@ const columns: CopyColumn[] = [
   { name: 'tags', kind: 'array' },
   { name: 'note "q"', kind: 'scalar' },
 ];
-
-/** A deterministic generator (mulberry32), so a failure names a seed that reproduces it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rand = () => number;
 const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
