@@ -350,7 +350,7 @@ class Bench {
     say(`run ${runNo}/${this.opts.runs}: ${def.label}…`);
     const m = await measure(cmd, args, { env, cwd: this.out });
     await sleep(200);
-    const record: RunRecord = { run: runNo, wallSeconds: m.wallSeconds, peakRssBytes: m.peakRssBytes, outputBytes: 0 };
+    const record: RunRecord = { run: runNo, wallSeconds: m.wallSeconds, peakRssBytes: m.peakRssBytes, outputBytes: 0, cpu: m.cpu };
     if (m.exitCode !== 0) {
       record.error = `exit ${m.signal ?? m.exitCode}: ${m.outputTail}`;
       say(`  FAILED after ${fmtSeconds(m.wallSeconds)}: ${record.error}`);

@@ -17,6 +17,53 @@ export interface Measurement {
   signal: NodeJS.Signals | null;
   /** Last lines of stderr (and of stdout when it was not redirected). */
   outputTail: string;
+  /** CPU seconds, see CpuUse; absent where /proc cannot be read. */
+  cpu?: CpuUse;
+}
+
+/**
+ * Where the CPU went while one command ran. `client` is the user + system time of the command and
+ * every descendant it waited for: the growth of the bench's own cutime + cstime (/proc/self/stat),
+ * which the kernel adds when the command is reaped, so it is exact and misses nothing that ran
+ * between two samples. `host` is the busy time of the whole machine over the same interval (every
+ * CPU's user, nice, system, irq, softirq and steal jiffies in /proc/stat): the client, the
+ * PostgreSQL server working for it, and whatever else shares the host. `iowait` is the machine's
+ * idle time with I/O outstanding. Seconds of CPU, so on an N-CPU host `host` can reach N × wall.
+ */
+export interface CpuUse {
+  client: number;
+  host: number;
+  iowait: number;
+}
+
+/** Linux reports /proc times in USER_HZ ticks, 100 a second on every architecture Node runs on. */
+const TICKS_PER_SECOND = 100;
+
+interface CpuTicks {
+  children: number;
+  busy: number;
+  iowait: number;
+}
+
+function cpuTicks(): CpuTicks | undefined {
+  try {
+    const self = fs.readFileSync('/proc/self/stat', 'latin1');
+    const f = self.slice(self.lastIndexOf(')') + 2).split(' ');
+    // After the name comes field 3 (state), so field n is f[n - 3]: cutime is field 16, cstime 17.
+    const children = Number(f[13]) + Number(f[14]);
+    const line = fs.readFileSync('/proc/stat', 'latin1').split('\n', 1)[0].trim().split(/\s+/);
+    const [user, nice, system, , iowait, irq, softirq, steal] = line.slice(1).map(Number);
+    const busy = user + nice + system + irq + softirq + (steal || 0);
+    return [children, busy, iowait].every(Number.isFinite) ? { children, busy, iowait } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function cpuSince(from: CpuTicks | undefined): CpuUse | undefined {
+  const to = cpuTicks();
+  if (!from || !to) return undefined;
+  return { client: (to.children - from.children) / TICKS_PER_SECOND, host: (to.busy - from.busy) / TICKS_PER_SECOND, iowait: (to.iowait - from.iowait) / TICKS_PER_SECOND };
 }
 
 /**
@@ -119,6 +166,7 @@ export class RssSampler {
 export function measure(cmd: string, args: string[], opts: MeasureOptions = {}): Promise<Measurement> {
   return new Promise((resolve, reject) => {
     const out = opts.stdoutFile ? fs.openSync(opts.stdoutFile, 'w') : undefined;
+    const ticks = cpuTicks();
     const started = performance.now();
     const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', out ?? 'pipe', 'pipe'] });
     let tail = '';
@@ -126,6 +174,7 @@ export function measure(cmd: string, args: string[], opts: MeasureOptions = {}):
     child.stdout?.on('data', keep);
     child.stderr!.on('data', keep);
     let wall = 0;
+    let cpu: CpuUse | undefined;
     const sampler = child.pid ? new RssSampler(child.pid, opts.sampleMs ?? 50) : undefined;
     sampler?.start();
     child.on('error', (err) => {
@@ -135,11 +184,12 @@ export function measure(cmd: string, args: string[], opts: MeasureOptions = {}):
     });
     child.on('exit', () => {
       wall = (performance.now() - started) / 1000;
+      cpu = cpuSince(ticks);
       sampler?.stop();
     });
     child.on('close', (code, signal) => {
       if (out !== undefined) fs.closeSync(out);
-      resolve({ wallSeconds: wall, peakRssBytes: sampler?.peak ?? 0, exitCode: code, signal, outputTail: tail.trim().split('\n').slice(-6).join('\n') });
+      resolve({ wallSeconds: wall, peakRssBytes: sampler?.peak ?? 0, exitCode: code, signal, cpu, outputTail: tail.trim().split('\n').slice(-6).join('\n') });
     });
   });
 }

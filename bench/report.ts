@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { cryptoSection, type CryptoSection } from './crypto';
 import { runtimeSection, type RuntimeSection } from './runtime';
+import type { CpuUse } from './measure';
 import type { Breakdown } from './serverlog';
 import { smallFilesSection, type SmallFilesSection } from './smallfiles';
 import { fmtMB, fmtSeconds, max, mb, median, min, table } from './util';
@@ -58,6 +59,7 @@ export interface RunRecord {
   outputBytes: number;
   /** Restores: 'pass', or what differs. */
   fidelity?: string[] | 'pass';
+  cpu?: CpuUse;
   error?: string;
 }
 
@@ -72,6 +74,8 @@ export interface OpResult {
   mbps?: { atMedian: number; atMin: number };
   peakRssBytes?: number;
   outputBytes?: number;
+  /** Medians over the successful runs that have CPU figures. */
+  cpu?: CpuUse;
   phases?: Breakdown;
 }
 
@@ -225,15 +229,37 @@ export function basisBytes(basis: Basis, d: Results['dataset']): number {
   return basis === 'db' ? d.tableBytes : basis === 'files' ? d.fileBytes : d.tableBytes + d.fileBytes;
 }
 
-export function summariseOp(op: OpResult, def: OpDef, dataset: Results['dataset']): void {
+/** Wall time, MB/s over `bytes`, peak RSS, output size and CPU of an operation's successful runs. */
+export function summariseRuns(op: OpResult, bytes: number): void {
   const ok = op.runs.filter((r) => !r.error);
   if (ok.length === 0) return;
   const walls = ok.map((r) => r.wallSeconds);
   op.wall = { min: min(walls), median: median(walls), max: max(walls) };
-  const bytes = basisBytes(def.basis, dataset);
   op.mbps = { atMedian: mb(bytes) / op.wall.median, atMin: mb(bytes) / op.wall.min };
   op.peakRssBytes = max(ok.map((r) => r.peakRssBytes));
   op.outputBytes = ok[ok.length - 1].outputBytes;
+  const cpu = ok.map((r) => r.cpu).filter((c): c is CpuUse => !!c);
+  if (cpu.length) op.cpu = { client: median(cpu.map((c) => c.client)), host: median(cpu.map((c) => c.host)), iowait: median(cpu.map((c) => c.iowait)) };
+}
+
+export function summariseOp(op: OpResult, def: OpDef, dataset: Results['dataset']): void {
+  summariseRuns(op, basisBytes(def.basis, dataset));
+}
+
+/**
+ * The CPU table: for each operation, the median CPU seconds of the client process tree and of the
+ * whole host while it ran, and what that is in busy cores (host CPU / wall). On a host with `cpus`
+ * CPUs, busy cores near `cpus` means the operation was bound by the CPU, not by the disk or a lock.
+ */
+export function cpuTable(ops: { label: string; op: OpResult | undefined }[], cpus: number): string | undefined {
+  const rows = ops
+    .filter((x): x is { label: string; op: OpResult } => !!x.op?.cpu && !!x.op.wall)
+    .map(({ label, op }) => {
+      const c = op.cpu!;
+      return [label, fmtSeconds(op.wall!.median), fmtSeconds(c.client), fmtSeconds(c.host), fmtSeconds(Math.max(0, c.host - c.client)), `${(c.host / op.wall!.median).toFixed(2)} of ${cpus}`, fmtSeconds(c.iowait)];
+    });
+  if (!rows.length) return undefined;
+  return table(['operation', 'wall (median)', 'client CPU', 'host CPU, busy', 'host − client (server, others)', 'busy cores', 'iowait'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
 }
 
 const RSS_LIMIT = 150e6;
@@ -425,6 +451,17 @@ export function markdown(r: Results, resultsDir: string): string {
   if (r.crypto) lines.push('## Encryption throughput: format v1 and age', '', cryptoSection(r.crypto));
   const rss = rssComparison(r, resultsDir);
   if (rss) lines.push('## Peak RSS, scale 1 vs scale 4', '', rss, '');
+  const small = r.smallFiles ? Object.values(r.smallFiles.ops).map((op) => ({ label: `${r.smallFiles!.files.toLocaleString('en-US')} small files: ${op.label}`, op })) : [];
+  const cpu = cpuTable([...OPS.map((x) => ({ label: x.label, op: r.ops[x.id] })), ...small], r.machine.cpus);
+  if (cpu)
+    lines.push(
+      '## CPU while each operation ran',
+      '',
+      'Medians over the runs. Client CPU is the user + system time of the command and every process it waited for (from the bench\'s own cutime and cstime in /proc/self/stat, exact); host CPU is the busy time of the whole machine over the same interval (/proc/stat): the client, the PostgreSQL server working for it, and anything else sharing the host (here about 0.15 CPU seconds a second when idle). Busy cores near the CPU count means the operation was bound by the CPU.',
+      '',
+      cpu,
+      '',
+    );
   const phases = phasesSection(r);
   if (phases) lines.push('## Where the server spends the time (statement log of the throwaway cluster)', '', phases, '');
   if (r.profile?.length) lines.push('## CPU profiles of coffer (--profile, one extra untimed run each)', '', ...r.profile, '');

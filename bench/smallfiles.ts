@@ -6,8 +6,8 @@ import { performance } from 'node:perf_hooks';
 import { compareFiles, md5Uuid, prng, UPLOAD_FOLDERS, type GeneratedFile } from './files';
 import { describeCommand, fileSize, measure, settleDisks } from './measure';
 import { checkpoint, createDatabase, dropDatabase, type Server } from './postgres';
-import type { OpResult, RunRecord } from './report';
-import { BenchError, fmtMB, fmtSeconds, max, mb, median, min, say, table } from './util';
+import { summariseRuns, type OpResult, type RunRecord } from './report';
+import { BenchError, fmtMB, fmtSeconds, say, table } from './util';
 
 /**
  * The many-small-files case: N upload files of ~1 KB (default 100,000, about 100 MB), in the upload
@@ -159,7 +159,7 @@ export async function measureSmallFiles(o: SmallFilesOptions): Promise<SmallFile
     await settleDisks();
     say(`small files, run ${runNo}/${o.runs}: ${op.label}…`);
     const m = await measure(cmd, args, { env, cwd });
-    const rec: RunRecord = { run: runNo, wallSeconds: m.wallSeconds, peakRssBytes: m.peakRssBytes, outputBytes: 0 };
+    const rec: RunRecord = { run: runNo, wallSeconds: m.wallSeconds, peakRssBytes: m.peakRssBytes, outputBytes: 0, cpu: m.cpu };
     if (m.exitCode !== 0) {
       rec.error = `exit ${m.signal ?? m.exitCode}: ${m.outputTail}`;
       say(`  FAILED after ${fmtSeconds(m.wallSeconds)}: ${rec.error}`);
@@ -226,13 +226,8 @@ export async function measureSmallFiles(o: SmallFilesOptions): Promise<SmallFile
     for (const pair of pairs) for (const id of runNo % 2 === 0 ? [...pair].reverse() : pair) await steps[id](runNo);
   }
   for (const op of Object.values(section.ops)) {
-    const ok = op.runs.filter((r) => !r.error);
-    if (!ok.length) continue;
-    const walls = ok.map((r) => r.wallSeconds);
-    op.wall = { min: min(walls), median: median(walls), max: max(walls) };
-    op.mbps = { atMedian: mb(set.bytes) / op.wall.median, atMin: mb(set.bytes) / op.wall.min };
-    op.peakRssBytes = max(ok.map((r) => r.peakRssBytes));
-    op.outputBytes = ok[ok.length - 1].outputBytes || undefined;
+    summariseRuns(op, set.bytes);
+    op.outputBytes ||= undefined;
   }
   fs.rmSync(dir, { recursive: true, force: true });
   return section;
