@@ -369,23 +369,27 @@ export function ratiosTable(r: Pick<Results, 'ratios'>): string {
   return table(['ratio', 'median', 'min'], r.ratios.map((x) => [x.name, x.value === undefined ? 'n/a' : `${fx(x.value)}×`, x.valueAtMin === undefined ? '' : `${fx(x.valueAtMin)}×`]), ['l', 'r', 'r']);
 }
 
-/** The latest results of another scale, for the RSS comparison between scale 1 and 4. */
+/**
+ * The latest results of another scale, for the RSS comparison between scale 1 and 4: of the files
+ * `<date>-scale<N>.json` and `<date>-scale<N>-<tag>.json`, the one that finished last.
+ */
 export function loadOtherScale(resultsDir: string, scale: number): Results | undefined {
   let files: string[];
   try {
-    files = fs.readdirSync(resultsDir).filter((f) => f.endsWith(`-scale${scale}.json`)).sort();
+    files = fs.readdirSync(resultsDir).filter((f) => new RegExp(`-scale${scale}(-[A-Za-z0-9_.-]+)?\\.json$`).test(f));
   } catch {
     return undefined;
   }
-  for (const f of files.reverse()) {
+  let latest: Results | undefined;
+  for (const f of files) {
     try {
       const r = JSON.parse(fs.readFileSync(path.join(resultsDir, f), 'utf8')) as Results;
-      if (r.format === 1) return r;
+      if (r.format === 1 && r.scale === scale && (!latest || r.finishedAt > latest.finishedAt)) latest = r;
     } catch {
       // ignore unreadable results
     }
   }
-  return undefined;
+  return latest;
 }
 
 export function rssComparison(current: Results, resultsDir: string): string | undefined {
