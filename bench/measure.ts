@@ -32,6 +32,9 @@ export interface Measurement {
  */
 export interface CpuUse {
   client: number;
+  /** The two parts of `client`: user time, and system time (the kernel working for the command). */
+  user: number;
+  system: number;
   host: number;
   iowait: number;
 }
@@ -40,7 +43,8 @@ export interface CpuUse {
 const TICKS_PER_SECOND = 100;
 
 interface CpuTicks {
-  children: number;
+  user: number;
+  system: number;
   busy: number;
   iowait: number;
 }
@@ -50,11 +54,11 @@ function cpuTicks(): CpuTicks | undefined {
     const self = fs.readFileSync('/proc/self/stat', 'latin1');
     const f = self.slice(self.lastIndexOf(')') + 2).split(' ');
     // After the name comes field 3 (state), so field n is f[n - 3]: cutime is field 16, cstime 17.
-    const children = Number(f[13]) + Number(f[14]);
+    const [user, system] = [Number(f[13]), Number(f[14])];
     const line = fs.readFileSync('/proc/stat', 'latin1').split('\n', 1)[0].trim().split(/\s+/);
-    const [user, nice, system, , iowait, irq, softirq, steal] = line.slice(1).map(Number);
-    const busy = user + nice + system + irq + softirq + (steal || 0);
-    return [children, busy, iowait].every(Number.isFinite) ? { children, busy, iowait } : undefined;
+    const [hUser, hNice, hSystem, , iowait, irq, softirq, steal] = line.slice(1).map(Number);
+    const busy = hUser + hNice + hSystem + irq + softirq + (steal || 0);
+    return [user, system, busy, iowait].every(Number.isFinite) ? { user, system, busy, iowait } : undefined;
   } catch {
     return undefined;
   }
@@ -63,7 +67,8 @@ function cpuTicks(): CpuTicks | undefined {
 function cpuSince(from: CpuTicks | undefined): CpuUse | undefined {
   const to = cpuTicks();
   if (!from || !to) return undefined;
-  return { client: (to.children - from.children) / TICKS_PER_SECOND, host: (to.busy - from.busy) / TICKS_PER_SECOND, iowait: (to.iowait - from.iowait) / TICKS_PER_SECOND };
+  const s = (k: keyof CpuTicks) => (to[k] - from[k]) / TICKS_PER_SECOND;
+  return { client: s('user') + s('system'), user: s('user'), system: s('system'), host: s('busy'), iowait: s('iowait') };
 }
 
 /**

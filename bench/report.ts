@@ -239,7 +239,8 @@ export function summariseRuns(op: OpResult, bytes: number): void {
   op.peakRssBytes = max(ok.map((r) => r.peakRssBytes));
   op.outputBytes = ok[ok.length - 1].outputBytes;
   const cpu = ok.map((r) => r.cpu).filter((c): c is CpuUse => !!c);
-  if (cpu.length) op.cpu = { client: median(cpu.map((c) => c.client)), host: median(cpu.map((c) => c.host)), iowait: median(cpu.map((c) => c.iowait)) };
+  const at = (k: keyof CpuUse) => median(cpu.map((c) => c[k] ?? 0));
+  if (cpu.length) op.cpu = { client: at('client'), user: at('user'), system: at('system'), host: at('host'), iowait: at('iowait') };
 }
 
 export function summariseOp(op: OpResult, def: OpDef, dataset: Results['dataset']): void {
@@ -256,10 +257,10 @@ export function cpuTable(ops: { label: string; op: OpResult | undefined }[], cpu
     .filter((x): x is { label: string; op: OpResult } => !!x.op?.cpu && !!x.op.wall)
     .map(({ label, op }) => {
       const c = op.cpu!;
-      return [label, fmtSeconds(op.wall!.median), fmtSeconds(c.client), fmtSeconds(c.host), fmtSeconds(Math.max(0, c.host - c.client)), `${(c.host / op.wall!.median).toFixed(2)} of ${cpus}`, fmtSeconds(c.iowait)];
+      return [label, fmtSeconds(op.wall!.median), fmtSeconds(c.client), c.user === undefined ? 'n/a' : `${fmtSeconds(c.user)} + ${fmtSeconds(c.system)}`, fmtSeconds(c.host), fmtSeconds(Math.max(0, c.host - c.client)), `${(c.host / op.wall!.median).toFixed(2)} of ${cpus}`, fmtSeconds(c.iowait)];
     });
   if (!rows.length) return undefined;
-  return table(['operation', 'wall (median)', 'client CPU', 'host CPU, busy', 'host − client (server, others)', 'busy cores', 'iowait'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
+  return table(['operation', 'wall (median)', 'client CPU', 'user + system', 'host CPU, busy', 'host − client (server, others)', 'busy cores', 'iowait'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r']);
 }
 
 const RSS_LIMIT = 150e6;
@@ -461,7 +462,7 @@ export function markdown(r: Results, resultsDir: string): string {
     lines.push(
       '## CPU while each operation ran',
       '',
-      'Medians over the runs. Client CPU is the user + system time of the command and every process it waited for (from the bench\'s own cutime and cstime in /proc/self/stat, exact); host CPU is the busy time of the whole machine over the same interval (/proc/stat): the client, the PostgreSQL server working for it, and anything else sharing the host (here about 0.15 CPU seconds a second when idle). Busy cores near the CPU count means the operation was bound by the CPU.',
+      'Medians over the runs. Client CPU is the user + system time of the command and every process it waited for (system time is the kernel working for it: file-system calls, and the write-back a `sync -f` or fsync waits for) (from the bench\'s own cutime and cstime in /proc/self/stat, exact); host CPU is the busy time of the whole machine over the same interval (/proc/stat): the client, the PostgreSQL server working for it, and anything else sharing the host (here about 0.15 CPU seconds a second when idle). Busy cores near the CPU count means the operation was bound by the CPU.',
       '',
       cpu,
       '',
