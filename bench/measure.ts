@@ -2,6 +2,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import type { OpResult } from './report';
+import { max, mb, median, min } from './util';
 
 /**
  * Wall time and peak memory of one command. Peak RSS is the largest sum of VmRSS over the process and
@@ -210,4 +212,18 @@ export function fileSize(file: string): number {
 
 export function describeCommand(cmd: string, args: string[]): string {
   return [path.basename(cmd), ...args].map((a) => (/[\s'"]/.test(a) ? JSON.stringify(a) : a)).join(' ');
+}
+
+/** Wall time, MB/s over `bytes`, peak RSS, output size and CPU of an operation's successful runs. */
+export function summariseRuns(op: OpResult, bytes: number): void {
+  const ok = op.runs.filter((r) => !r.error);
+  if (ok.length === 0) return;
+  const walls = ok.map((r) => r.wallSeconds);
+  op.wall = { min: min(walls), median: median(walls), max: max(walls) };
+  op.mbps = { atMedian: mb(bytes) / op.wall.median, atMin: mb(bytes) / op.wall.min };
+  op.peakRssBytes = max(ok.map((r) => r.peakRssBytes));
+  op.outputBytes = ok[ok.length - 1].outputBytes;
+  const cpu = ok.map((r) => r.cpu).filter((c): c is CpuUse => !!c);
+  const at = (k: keyof CpuUse) => median(cpu.map((c) => c[k]));
+  if (cpu.length) op.cpu = { client: at('client'), user: at('user'), system: at('system'), host: at('host'), iowait: at('iowait') };
 }

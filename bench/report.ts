@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { cryptoSection, type CryptoSection } from './crypto';
 import { runtimeSection, type RuntimeSection } from './runtime';
-import type { CpuUse } from './measure';
+import { summariseRuns, type CpuUse } from './measure';
 import type { Breakdown } from './serverlog';
 import { smallFilesSection, type SmallFilesSection } from './smallfiles';
 import { fmtMB, fmtSeconds, max, mb, median, min, table } from './util';
@@ -229,20 +229,6 @@ export function basisBytes(basis: Basis, d: Results['dataset']): number {
   return basis === 'db' ? d.tableBytes : basis === 'files' ? d.fileBytes : d.tableBytes + d.fileBytes;
 }
 
-/** Wall time, MB/s over `bytes`, peak RSS, output size and CPU of an operation's successful runs. */
-export function summariseRuns(op: OpResult, bytes: number): void {
-  const ok = op.runs.filter((r) => !r.error);
-  if (ok.length === 0) return;
-  const walls = ok.map((r) => r.wallSeconds);
-  op.wall = { min: min(walls), median: median(walls), max: max(walls) };
-  op.mbps = { atMedian: mb(bytes) / op.wall.median, atMin: mb(bytes) / op.wall.min };
-  op.peakRssBytes = max(ok.map((r) => r.peakRssBytes));
-  op.outputBytes = ok[ok.length - 1].outputBytes;
-  const cpu = ok.map((r) => r.cpu).filter((c): c is CpuUse => !!c);
-  const at = (k: keyof CpuUse) => median(cpu.map((c) => c[k] ?? 0));
-  if (cpu.length) op.cpu = { client: at('client'), user: at('user'), system: at('system'), host: at('host'), iowait: at('iowait') };
-}
-
 export function summariseOp(op: OpResult, def: OpDef, dataset: Results['dataset']): void {
   summariseRuns(op, basisBytes(def.basis, dataset));
 }
@@ -257,6 +243,7 @@ export function cpuTable(ops: { label: string; op: OpResult | undefined }[], cpu
     .filter((x): x is { label: string; op: OpResult } => !!x.op?.cpu && !!x.op.wall)
     .map(({ label, op }) => {
       const c = op.cpu!;
+      // Results written before client CPU was split into user and system time have neither.
       return [label, fmtSeconds(op.wall!.median), fmtSeconds(c.client), c.user === undefined ? 'n/a' : `${fmtSeconds(c.user)} + ${fmtSeconds(c.system)}`, fmtSeconds(c.host), fmtSeconds(Math.max(0, c.host - c.client)), `${(c.host / op.wall!.median).toFixed(2)} of ${cpus}`, fmtSeconds(c.iowait)];
     });
   if (!rows.length) return undefined;
@@ -462,7 +449,7 @@ export function markdown(r: Results, resultsDir: string): string {
     lines.push(
       '## CPU while each operation ran',
       '',
-      'Medians over the runs. Client CPU is the user + system time of the command and every process it waited for (system time is the kernel working for it: file-system calls, and the write-back a `sync -f` or fsync waits for) (from the bench\'s own cutime and cstime in /proc/self/stat, exact); host CPU is the busy time of the whole machine over the same interval (/proc/stat): the client, the PostgreSQL server working for it, and anything else sharing the host (here about 0.15 CPU seconds a second when idle). Busy cores near the CPU count means the operation was bound by the CPU.',
+      'Medians over the runs. Client CPU is the user + system time of the command and every process it waited for, from the bench\'s own cutime and cstime in /proc/self/stat (exact); system time is the kernel working for it: file-system calls, and the write-back a `sync -f` or fsync waits for. Host CPU is the busy time of the whole machine over the same interval (/proc/stat): the client, the PostgreSQL server working for it, and anything else sharing the host (here about 0.15 CPU seconds a second when idle). Busy cores near the CPU count means the operation was bound by the CPU.',
       '',
       cpu,
       '',

@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { compareFiles, md5Uuid, prng, UPLOAD_FOLDERS, type GeneratedFile } from './files';
-import { describeCommand, fileSize, measure, settleDisks } from './measure';
+import { describeCommand, fileSize, measure, settleDisks, summariseRuns } from './measure';
 import { checkpoint, createDatabase, dropDatabase, type Server } from './postgres';
-import { summariseRuns, type OpResult, type RunRecord } from './report';
+import type { OpResult, RunRecord } from './report';
 import { BenchError, fmtMB, fmtSeconds, say, table } from './util';
 
 /**

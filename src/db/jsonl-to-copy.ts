@@ -248,7 +248,7 @@ export class JsonlToCopy extends Transform {
               if (s === QUOTE) break;
               if (s === BACKSLASH) {
                 const e = buf[p + 1];
-                if (e < 0x20 || p + 1 >= end) return false;
+                if (p + 1 >= end || e < 0x20) return false;
                 ob[o++] = BACKSLASH;
                 ob[o++] = BACKSLASH;
                 if (e === BACKSLASH) ob[o++] = BACKSLASH;
