@@ -16,5 +16,6 @@ export {
 } from './entries';
 export { createZipWriter, type PrecompressedMeta, type ZipEntryOptions, type ZipWriter, type ZipWriterOptions } from './zip-writer';
 export { EntrySpool } from './spool';
+export { BufferDeflater, type DeflatedBuffer } from './deflate-worker';
 export { openZip, SMALL_ENTRY_BYTES, type OpenZipOptions, type ZipArchive, type ZipEntryInfo } from './zip-reader';
 export { bufferSource, fileSource } from './sources';

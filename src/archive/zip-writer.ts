@@ -35,11 +35,12 @@ export interface ZipWriter {
   addBuffer(name: string, data: Buffer, opts?: ZipEntryOptions): Promise<void>;
   /**
    * Appends an entry whose data is already compressed (deflated by the caller, e.g. into a spool
-   * file): `source` gives the bytes as they go into the zip, and `meta` their CRC-32 and sizes. `meta`
+   * file or by a BufferDeflater): `source` gives the bytes as they go into the zip (a stream, or all of
+   * them in one buffer), and `meta` their CRC-32 and sizes. `meta`
    * may be a function, called once `source` has ended, so a source still being produced can be
    * followed. The sizes are checked against what `source` gave; Zip64 applies as for addStream.
    */
-  addPrecompressed(name: string, source: Readable, meta: PrecompressedMeta | (() => PrecompressedMeta), opts?: Omit<ZipEntryOptions, 'store'>): Promise<void>;
+  addPrecompressed(name: string, source: Readable | Buffer, meta: PrecompressedMeta | (() => PrecompressedMeta), opts?: Omit<ZipEntryOptions, 'store'>): Promise<void>;
   /** Appends a directory entry; a trailing `/` is added if missing. */
   addDirectory(name: string, opts?: Omit<ZipEntryOptions, 'store'>): Promise<void>;
   /** Writes the central directory; resolves once every byte has been handed to `output`. */
@@ -80,9 +81,9 @@ const SMALL_BUFFER_BYTES = 64 * 1024;
  */
 const BATCH_BYTES = 64 * 1024;
 /** store: 'if-incompressible' stores what deflate does not shrink below this share (as looksIncompressible). */
-const INCOMPRESSIBLE_RATIO = 0.9;
+export const INCOMPRESSIBLE_RATIO = 0.9;
 /** ... and always deflates what is shorter than this: too little to judge. */
-const INCOMPRESSIBLE_MIN_BYTES = 512;
+export const INCOMPRESSIBLE_MIN_BYTES = 512;
 
 const deflateRawAsync = promisify(deflateRaw);
 
@@ -187,13 +188,14 @@ class StreamingZipWriter implements ZipWriter {
     return this.run(name, null, () => this.writeEntry(name, data, opts));
   }
 
-  addPrecompressed(name: string, source: Readable, meta: PrecompressedMeta | (() => PrecompressedMeta), opts: Omit<ZipEntryOptions, 'store'> = {}): Promise<void> {
-    const refusal = this.refusal(name, opts, source);
+  addPrecompressed(name: string, source: Readable | Buffer, meta: PrecompressedMeta | (() => PrecompressedMeta), opts: Omit<ZipEntryOptions, 'store'> = {}): Promise<void> {
+    const stream = Buffer.isBuffer(source) ? undefined : source;
+    const refusal = this.refusal(name, opts, stream);
     if (refusal !== null) {
-      source.destroy();
+      stream?.destroy();
       return Promise.reject(refusal);
     }
-    return this.run(name, source, () => this.writePrecompressed(name, source, meta, opts));
+    return this.run(name, stream ?? null, () => this.writePrecompressed(name, source, meta, opts));
   }
 
   addDirectory(name: string, opts: Omit<ZipEntryOptions, 'store'> = {}): Promise<void> {
@@ -341,7 +343,7 @@ class StreamingZipWriter implements ZipWriter {
   }
 
   /** Local header, the caller's compressed bytes copied as they are, data descriptor (Zip64 as needed). */
-  private async writePrecompressed(name: string, source: Readable, given: PrecompressedMeta | (() => PrecompressedMeta), opts: Omit<ZipEntryOptions, 'store'>): Promise<void> {
+  private async writePrecompressed(name: string, source: Readable | Buffer, given: PrecompressedMeta | (() => PrecompressedMeta), opts: Omit<ZipEntryOptions, 'store'>): Promise<void> {
     const nameBuf = Buffer.from(name, 'utf8');
     const { time, date } = dosDateTime(opts.date ?? new Date());
     const offset = this.offset;
@@ -350,11 +352,16 @@ class StreamingZipWriter implements ZipWriter {
     const method = typeof given === 'function' ? 8 : given.method;
     await this.emitAll(localHeader(nameBuf, method, time, date));
     let copied = 0;
-    for await (const chunk of source) {
-      const buf = chunk as Buffer;
-      copied += buf.length;
-      const wait = this.emit(buf);
-      if (wait) await wait;
+    if (Buffer.isBuffer(source)) {
+      copied = source.length;
+      await this.emitAll(source);
+    } else {
+      for await (const chunk of source) {
+        const buf = chunk as Buffer;
+        copied += buf.length;
+        const wait = this.emit(buf);
+        if (wait) await wait;
+      }
     }
     const meta = typeof given === 'function' ? given() : given;
     if (meta.method !== method) throw new CofferError('E_INTERNAL', `zip entry '${name}': precompressed method changed from ${method} to ${meta.method}`);

@@ -2,8 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline, type Readable, type Transform } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import type pg from 'pg';
-import { ARCHIVE_TOP_LEVEL, checkEntryName, EntrySpool, COMPRESSIBILITY_SAMPLE_BYTES, createZipWriter, looksIncompressible, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type ZipWriter } from '../archive';
+import { ARCHIVE_TOP_LEVEL, BufferDeflater, checkEntryName, EntrySpool, COMPRESSIBILITY_SAMPLE_BYTES, createZipWriter, looksIncompressible, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type DeflatedBuffer, type PrecompressedMeta, type ZipWriter } from '../archive';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import type { ProgressCounts } from '../core/types';
 import { APP_NAME, APP_VERSION, ARCHIVE_FORMAT, type Manifest, type ManifestFolder, type ManifestSequence, type ManifestTable } from '../core/manifest';
@@ -187,6 +188,15 @@ type PreparedUpload =
   | { kind: 'small'; rel: string; data: Buffer; store: boolean | 'if-incompressible' }
   | { kind: 'stream'; rel: string; fd: number; store: boolean };
 
+/** An upload ready for the zip: a small file comes deflated (or judged incompressible and stored). */
+type ZipReadyUpload = Exclude<PreparedUpload, { kind: 'small' }> | { kind: 'deflated'; rel: string; data: Buffer; meta: PrecompressedMeta };
+
+/** A batch for the deflate worker ends at this many files or bytes, whichever comes first. */
+const DEFLATE_BATCH_FILES = 64;
+const DEFLATE_BATCH_BYTES = 64 * 1024;
+/** Batches sent and not yet written: one being deflated while the next is read. */
+const DEFLATE_BATCHES_AHEAD = 2;
+
 /**
  * The upload folders' entries in archive order, each file already read (small ones) or open (larger
  * ones) and judged (store or deflate). What cannot be read or named in a zip goes to `fileErrors` and
@@ -224,6 +234,72 @@ async function* preparedUploads(dataDir: string, fileErrors: { path: string; err
       }
     }
   }
+}
+
+/**
+ * The prepared uploads in the same order, each small file deflated on a worker thread: a batch of
+ * them is deflated there while this thread reads the next batch and writes the one before into the
+ * zip. Small files named as already compressed are stored and need no worker. Files left open for
+ * streaming in batches never written (the backup failed) are closed.
+ */
+async function* zipReadyUploads(items: AsyncIterable<PreparedUpload>, level: number): AsyncGenerator<ZipReadyUpload> {
+  const deflater = new BufferDeflater(level);
+  /** A batch sent to the worker; `taken` of its items have been handed on. */
+  type Sent = { items: PreparedUpload[]; deflated: Promise<DeflatedBuffer[]>; taken: number };
+  const sent: Sent[] = [];
+  let batch: PreparedUpload[] = [];
+  let small: Buffer[] = [];
+  let judge: boolean[] = [];
+  let smallBytes = 0;
+  const send = (): void => {
+    if (batch.length === 0) return;
+    const deflated = small.length > 0 ? deflater.deflate(small, judge) : Promise.resolve([]);
+    // Awaited in order below; until then a failure must not count as unhandled.
+    deflated.catch(() => undefined);
+    sent.push({ items: batch, deflated, taken: 0 });
+    batch = [];
+    small = [];
+    judge = [];
+    smallBytes = 0;
+  };
+  async function* written(keep: number): AsyncGenerator<ZipReadyUpload> {
+    while (sent.length > keep) {
+      const next = sent[0];
+      const deflated = await next.deflated;
+      let k = 0;
+      while (next.taken < next.items.length) {
+        const item = next.items[next.taken++];
+        if (item.kind !== 'small') yield item;
+        else if (item.store === true) yield { kind: 'deflated', rel: item.rel, data: item.data, meta: storedMeta(item.data) };
+        else yield { kind: 'deflated', rel: item.rel, ...deflated[k++] };
+      }
+      sent.shift();
+    }
+  }
+  try {
+    for await (const item of items) {
+      batch.push(item);
+      if (item.kind === 'small' && item.store !== true) {
+        small.push(item.data);
+        judge.push(item.store === 'if-incompressible');
+        smallBytes += item.data.length;
+      }
+      // An open file ends the batch, so few descriptors wait at a time.
+      if (item.kind === 'stream' || batch.length >= DEFLATE_BATCH_FILES || smallBytes >= DEFLATE_BATCH_BYTES) {
+        send();
+        yield* written(DEFLATE_BATCHES_AHEAD - 1);
+      }
+    }
+    send();
+    yield* written(0);
+  } finally {
+    for (const item of [...sent.flatMap((b) => b.items.slice(b.taken)), ...batch]) if (item.kind === 'stream') fs.closeSync(item.fd);
+    await deflater.close();
+  }
+}
+
+function storedMeta(data: Buffer): PrecompressedMeta {
+  return { crc32: crc32(data), compressedSize: data.length, uncompressedSize: data.length, method: 0 };
 }
 
 /**
@@ -353,7 +429,7 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
   const files: Record<string, ManifestFolder> = {};
   const fileErrors: { path: string; error: string }[] = [];
   for (const folder of UPLOAD_FOLDERS) files[folder] = { files: 0, bytes: 0 };
-  const items = preparedUploads(req.dataDir, fileErrors);
+  const items = zipReadyUploads(preparedUploads(req.dataDir, fileErrors), req.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL);
   let lastYield = Date.now();
   for await (const item of items) {
     if (item.kind === 'dir') {
@@ -361,9 +437,9 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
       continue;
     }
     let bytes: number;
-    if (item.kind === 'small') {
-      await zip.addBuffer(item.rel, item.data, { store: item.store });
-      bytes = item.data.length;
+    if (item.kind === 'deflated') {
+      await zip.addPrecompressed(item.rel, item.data, item.meta);
+      bytes = item.meta.uncompressedSize;
     } else {
       // The size is what was read, so a file that changes size while read is still consistent with its entry.
       const meter = new Meter({ sha256: false });
