@@ -32,9 +32,9 @@ parentPort.on('message', (m) => {
       const src = input.subarray(at, at + m.lengths[i]);
       at += m.lengths[i];
       crcs[i] = crc32(src);
+      // A window no larger than the entry (at least 2^9): the same output, less zlib state to set up.
       // Output room for the whole entry in one piece, not zlib's 16 KiB default per call: 100,000
       // calls would otherwise leave 1.6 GB of dead buffers for the collector.
-      // A window no larger than the entry (at least 2^9): the same output, less zlib state to set up.
       let windowBits = 9;
       while (windowBits < 15 && 1 << windowBits < src.length) windowBits++;
       let out = deflateRawSync(src, { level, windowBits, chunkSize: Math.max(64, src.length + 64) });

@@ -2,7 +2,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline, type Readable, type Transform } from 'node:stream';
-import { crc32 } from 'node:zlib';
 import type pg from 'pg';
 import { ARCHIVE_TOP_LEVEL, BufferDeflater, checkEntryName, EntrySpool, COMPRESSIBILITY_SAMPLE_BYTES, createZipWriter, looksIncompressible, MANIFEST_ENTRY, shouldStore, tableEntryName, UPLOAD_FOLDERS, VERSION_CONTENT, VERSION_ENTRY, type DeflatedBuffer, type PrecompressedMeta, type ZipWriter } from '../archive';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
@@ -188,8 +187,11 @@ type PreparedUpload =
   | { kind: 'small'; rel: string; data: Buffer; store: boolean | 'if-incompressible' }
   | { kind: 'stream'; rel: string; fd: number; store: boolean };
 
-/** An upload ready for the zip: a small file comes deflated (or judged incompressible and stored). */
-type ZipReadyUpload = Exclude<PreparedUpload, { kind: 'small' }> | { kind: 'deflated'; rel: string; data: Buffer; meta: PrecompressedMeta };
+/**
+ * An upload ready for the zip: a small file to deflate comes deflated (or judged incompressible and
+ * stored); one named as already compressed stays as it was, for the writer to store.
+ */
+type ZipReadyUpload = PreparedUpload | { kind: 'deflated'; rel: string; data: Buffer; meta: PrecompressedMeta };
 
 /** A batch for the deflate worker ends at this many files or bytes, whichever comes first. */
 const DEFLATE_BATCH_FILES = 64;
@@ -239,7 +241,7 @@ async function* preparedUploads(dataDir: string, fileErrors: { path: string; err
 /**
  * The prepared uploads in the same order, each small file deflated on a worker thread: a batch of
  * them is deflated there while this thread reads the next batch and writes the one before into the
- * zip. Small files named as already compressed are stored and need no worker. Files left open for
+ * zip. Small files named as already compressed are passed on as they are. Files left open for
  * streaming in batches never written (the backup failed) are closed.
  */
 async function* zipReadyUploads(items: AsyncIterable<PreparedUpload>, level: number): AsyncGenerator<ZipReadyUpload> {
@@ -269,9 +271,7 @@ async function* zipReadyUploads(items: AsyncIterable<PreparedUpload>, level: num
       let k = 0;
       while (next.taken < next.items.length) {
         const item = next.items[next.taken++];
-        if (item.kind !== 'small') yield item;
-        else if (item.store === true) yield { kind: 'deflated', rel: item.rel, data: item.data, meta: storedMeta(item.data) };
-        else yield { kind: 'deflated', rel: item.rel, ...deflated[k++] };
+        yield item.kind === 'small' && item.store !== true ? { kind: 'deflated', rel: item.rel, ...deflated[k++] } : item;
       }
       sent.shift();
     }
@@ -296,10 +296,6 @@ async function* zipReadyUploads(items: AsyncIterable<PreparedUpload>, level: num
     for (const item of [...sent.flatMap((b) => b.items.slice(b.taken)), ...batch]) if (item.kind === 'stream') fs.closeSync(item.fd);
     await deflater.close();
   }
-}
-
-function storedMeta(data: Buffer): PrecompressedMeta {
-  return { crc32: crc32(data), compressedSize: data.length, uncompressedSize: data.length, method: 0 };
 }
 
 /**
@@ -440,6 +436,9 @@ async function produce(req: BackupRequest, snap: Snapshot, zip: ZipWriter, start
     if (item.kind === 'deflated') {
       await zip.addPrecompressed(item.rel, item.data, item.meta);
       bytes = item.meta.uncompressedSize;
+    } else if (item.kind === 'small') {
+      await zip.addBuffer(item.rel, item.data, { store: item.store });
+      bytes = item.data.length;
     } else {
       // The size is what was read, so a file that changes size while read is still consistent with its entry.
       const meter = new Meter({ sha256: false });
