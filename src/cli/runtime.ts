@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { loadConfig, type Config } from '../config';
-import { openDatabase, type Database } from '../db/connect';
+import type { Database } from '../db/connect';
 import { migrate } from '../db/migrate';
 import { createLogger, type Logger } from '../log';
 
@@ -21,6 +21,10 @@ export function runtime(opts: { quietByDefault?: boolean; overrides?: Record<str
 
 /** Opens the database (embedded or DATABASE_URL), optionally migrates, runs fn, and closes. */
 export async function withDatabase<T>(rt: Runtime, fn: (db: Database) => Promise<T>, opts: { migrate?: boolean; url?: string; poolMax?: number } = {}): Promise<T> {
+  // Loaded here, not at the top: the driver and the embedded server's code cost about 50 ms at
+  // start-up, and the commands that never connect (verify, keygen, encrypt, decrypt) need neither.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { openDatabase } = require('../db/connect') as typeof import('../db/connect');
   const db = await openDatabase(rt.config, rt.log, { url: opts.url, poolMax: opts.poolMax });
   try {
     if (opts.migrate !== false) await migrate(db.pool, { log: rt.log });

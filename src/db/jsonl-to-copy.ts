@@ -1,5 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { CofferError } from '../core/errors';
+import type { TableInfo } from './introspect';
 
 /**
  * Turns JSONL rows (as row_to_json wrote them) into PostgreSQL COPY text rows, so a restore can COPY
@@ -17,6 +18,14 @@ export interface CopyColumn {
   kind: ColumnKind;
   /** json/jsonb NOT NULL: a JSON null there can only have been a jsonb 'null'. */
   jsonNullIsValue?: boolean;
+}
+
+/**
+ * How the JSONL-to-COPY converter writes each column. A type it cannot write itself (the populate
+ * path's tables) is read as verbatim JSON: the line's structure and column names are still checked.
+ */
+export function copyColumns(table: TableInfo): CopyColumn[] {
+  return table.columns.map((c) => ({ name: c.name, kind: c.kind ?? 'json', jsonNullIsValue: c.kind === 'json' && c.notNull }));
 }
 
 const QUOTE = 0x22;

@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CofferError, errorMessage, isCofferError } from '../core/errors';
 import { ident, qualified } from './sql';
-import { JsonlToCopy, type CopyColumn } from './jsonl-to-copy';
+import { copyColumns, JsonlToCopy } from './jsonl-to-copy';
 import type { TableInfo } from './introspect';
 
 /**
@@ -202,14 +202,6 @@ function selectColumn(c: TableInfo['columns'][number]): string {
   const col = `r.${ident(c.name)}`;
   if (c.notNull && (c.type === 'jsonb' || c.type === 'json')) return `COALESCE(${col}, 'null'::${c.type})`;
   return col;
-}
-
-/**
- * How the JSONL-to-COPY converter writes each column. A type it cannot write itself (the populate
- * path's tables) is read as verbatim JSON: the line's structure and column names are still checked.
- */
-export function copyColumns(table: TableInfo): CopyColumn[] {
-  return table.columns.map((c) => ({ name: c.name, kind: c.kind ?? 'json', jsonNullIsValue: c.kind === 'json' && c.notNull }));
 }
 
 /** Whether every column of the table can take the direct JSONL-to-COPY path. */

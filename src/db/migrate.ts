@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { CofferError } from '../core/errors';
 import type { Logger } from '../log';
 import { lockKey } from './locks';
-import { withTransaction } from './pool';
+import { withTransaction } from './transaction';
 import { ident, qualified } from './sql';
 
 /** The bookkeeping table. It lives in the application schema and is never backed up or truncated. */

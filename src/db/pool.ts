@@ -26,22 +26,6 @@ export async function checkConnection(pool: pg.Pool, where: string): Promise<str
   }
 }
 
-/** Runs fn inside a transaction on one client; rolls back on any error. */
-export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
-}
-
 /** A database name and host for messages, never the password. */
 export function describeUrl(url: string): string {
   try {

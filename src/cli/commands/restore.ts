@@ -1,19 +1,17 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { CofferError } from '../../core/errors';
 import { openDatabase } from '../../db/connect';
 import { describeUrl } from '../../db/pool';
 import { openArchive } from '../../pipeline/open-archive';
 import { defaultRestoreJobs, MAX_RESTORE_JOBS, restoreArchive, type RestoreProgress } from '../../pipeline/restore';
-import { spoolName } from '../../storage/restore-files';
+import { withArchiveFile } from '../archive-file';
 import { resolveDatabaseUrl, withDatabaseUrlOptions, type DatabaseUrlOptions } from '../database-url';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, formatDuration, ProgressLine } from '../progress';
 import { confirm } from '../prompt';
-import { cliActor, print, runtime, type Runtime } from '../runtime';
+import { cliActor, print, runtime } from '../runtime';
 
 interface RestoreOptions extends KeyOptions, DatabaseUrlOptions {
   skipFiles?: boolean;
@@ -21,32 +19,6 @@ interface RestoreOptions extends KeyOptions, DatabaseUrlOptions {
   force?: boolean;
   yes?: boolean;
   jobs?: string;
-}
-
-/** stdin is spooled (still encrypted, if it was) to a private file: the zip reader needs to seek. */
-export async function spoolStdin(dataDir: string): Promise<string> {
-  fs.mkdirSync(dataDir, { recursive: true });
-  const file = path.join(dataDir, spoolName());
-  try {
-    await pipeline(process.stdin, fs.createWriteStream(file, { mode: 0o600, flags: 'wx' }));
-  } catch (err) {
-    fs.rmSync(file, { force: true });
-    throw err;
-  }
-  return file;
-}
-
-export async function withArchiveFile<T>(rt: Runtime, file: string | undefined, fn: (file: string, label: string) => Promise<T>): Promise<T> {
-  if (file === undefined || file === '-') {
-    if (process.stdin.isTTY) throw new CofferError('E_USAGE', "name the archive file, or pipe it in and give '-'");
-    const spool = await spoolStdin(rt.config.dataDir);
-    try {
-      return await fn(spool, 'standard input');
-    } finally {
-      fs.rmSync(spool, { force: true });
-    }
-  }
-  return fn(file, path.basename(file));
 }
 
 async function sha256File(file: string): Promise<string> {

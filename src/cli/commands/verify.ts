@@ -2,10 +2,10 @@ import type { Command } from 'commander';
 import { CofferError } from '../../core/errors';
 import { openArchive } from '../../pipeline/open-archive';
 import { verifyArchive } from '../../pipeline/verify';
+import { withArchiveFile } from '../archive-file';
 import { resolveKeySource, withKeyOptions, type KeyOptions } from '../keys';
 import { formatBytes, ProgressLine } from '../progress';
 import { print, runtime } from '../runtime';
-import { withArchiveFile } from './restore';
 
 export function registerVerify(program: Command): void {
   withKeyOptions(program.command('verify'), 'open')
