@@ -118,7 +118,8 @@ export class BufferDeflater {
   deflate(buffers: readonly Buffer[], judge: readonly boolean[]): Promise<DeflatedBuffer[]> {
     if (this.closed) return Promise.reject(new Error('the deflate worker was already closed'));
     if (this.failure) return Promise.reject(this.failure);
-    // Once the worker has a batch, every later one goes there too, so batches stay in order.
+    // Here only while the worker has had nothing: once a batch went to it, every later one does too
+    // (the first buffers here, the rest there; answers keep their order either way).
     if (this.worker === undefined && buffers.length <= this.hereLeft) {
       this.hereLeft -= buffers.length;
       return Promise.resolve(buffers.map((src, i) => this.deflateHere(src, judge[i])));

@@ -11,7 +11,7 @@ import type { Runtime } from './runtime';
  */
 
 /** stdin is spooled (still encrypted, if it was) to a private file: the zip reader needs to seek. */
-export async function spoolStdin(dataDir: string): Promise<string> {
+async function spoolStdin(dataDir: string): Promise<string> {
   fs.mkdirSync(dataDir, { recursive: true });
   const file = path.join(dataDir, spoolName());
   try {

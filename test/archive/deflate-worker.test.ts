@@ -60,13 +60,14 @@ describe('BufferDeflater: small buffers deflated on a worker thread', () => {
   test('the first buffers are deflated on this thread, the rest on the worker, with the same bytes either way', async () => {
     const inputs = Array.from({ length: 40 }, (_, i) => (i % 3 === 0 ? randomBytes(700 + i) : text(30 + i)));
     const judge = inputs.map((_, i) => i % 2 === 0);
-    const batches = [inputs.slice(0, 10), inputs.slice(10, 25), inputs.slice(25)];
+    const starts = [0, 10, 25];
+    const batches = starts.map((start, k) => ({ buffers: inputs.slice(start, starts[k + 1]), judge: judge.slice(start, starts[k + 1]) }));
     const worker = new BufferDeflater(1, 0);
     // 10 buffers here, then the 15 of the second batch would pass the 20 left: it and the rest go to the worker.
     const mixed = new BufferDeflater(1, 20);
     const here = new BufferDeflater(1, 1000);
     try {
-      const all = await Promise.all([worker, mixed, here].map(async (d) => (await Promise.all(batches.map((b, k) => d.deflate(b, judge.slice(k === 0 ? 0 : k === 1 ? 10 : 25))))).flat()));
+      const all = await Promise.all([worker, mixed, here].map(async (d) => (await Promise.all(batches.map((b) => d.deflate(b.buffers, b.judge)))).flat()));
       for (const out of all) expect(out).toHaveLength(inputs.length);
       all[0].forEach((o, i) => {
         for (const other of [all[1][i], all[2][i]]) {
