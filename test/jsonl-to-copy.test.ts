@@ -154,3 +154,31 @@ describe('JSONL to COPY: the one-pass reader and the general reader agree', () =
     expect(await convert(line, true)).toEqual({ text: '1\ta"b\\\\c/d\\n\\t\\r\\b\\f\t-2.5E-3\tf\t{"k":["\\\\\\\\",null]}\t\\N\t\\N\tx\n' });
   });
 });
+
+describe('JSONL to COPY: output handed over in pieces', () => {
+  test('pieces already handed over stay intact while later rows are written, over many chunks of any size', async () => {
+    const r = rng(41);
+    const lines = Array.from({ length: 10000 }, () => canonicalLine(r, r() < 0.3));
+    // A long line now and then makes the output outgrow its buffer in the middle of a chunk.
+    const long = `{"id":1,"title":"${'x\\n'.repeat(800_000)}","score":2,"ok":true,"data":null,"extra":null,"tags":null,"note \\"q\\"":null}`;
+    lines.splice(7000, 0, long);
+    lines.splice(700, 0, long);
+    const expected = (await Promise.all(lines.map((l) => convert(l, true)))).map((o) => ('text' in o ? o.text : `error: ${o.error}`)).join('');
+    expect(expected).not.toContain('error:');
+    const input = Buffer.from(lines.map((l) => `${l}\n`).join(''));
+    const t = new JsonlToCopy(columns, 'db/t.jsonl');
+    // Every piece is kept as handed over, so a later row written over one would show.
+    const pieces: Buffer[] = [];
+    t.on('data', (piece: Buffer) => pieces.push(piece));
+    const done = new Promise((resolve, reject) => t.on('end', resolve).on('error', reject));
+    for (let p = 0; p < input.length; ) {
+      const n = Math.min(input.length - p, 1 + Math.floor(r() * 60_000));
+      t.write(input.subarray(p, p + n));
+      p += n;
+    }
+    t.end();
+    await done;
+    expect(pieces.length).toBeGreaterThan(10);
+    expect(Buffer.concat(pieces).toString('utf8')).toBe(expected);
+  });
+});

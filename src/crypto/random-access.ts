@@ -14,6 +14,14 @@ import type { KeySource } from './keys';
 const CACHE_CHUNKS = 4;
 /** Whole chunks a range stream reads from the file at once (1 MiB): fewer, larger reads (and ranged GETs). */
 const BATCH_CHUNKS = 16;
+/**
+ * Whole chunks a range stream opens for one read() and hands over as one buffer (256 KiB, what a
+ * plain file's range stream reads at once): a consumer such as zlib pays a round trip per buffer it
+ * is given, and four 64 KiB pieces cost it four.
+ */
+const PIECE_CHUNKS = 4;
+/** The most plaintext a range stream opens for one read(). */
+export const RANGE_PIECE_SIZE = PIECE_CHUNKS * CHUNK_SIZE;
 /** Batch buffers kept for reuse: two for each of a few streams read side by side (restore's jobs). */
 const SPARE_BATCH_BUFFERS = 8;
 
@@ -189,8 +197,9 @@ interface SealedBatch {
 /**
  * Streams [start, end) of the plaintext. Chunks the range covers whole (the bulk of a zip entry) are
  * read from the file in batches of up to BATCH_CHUNKS, the next batch read while this one is being
- * consumed, and each is opened only when the consumer asks for it (one chunk per read(), so
- * back-pressure holds and nothing is decrypted ahead). Their plaintext is handed over without a copy.
+ * consumed, and they are opened only when the consumer asks for them (up to PIECE_CHUNKS a read(),
+ * so back-pressure holds and at most that much is decrypted ahead). Their plaintext is handed over as
+ * one buffer: the decipher's own where one chunk is left, else the opened chunks joined (one copy).
  * Chunks the range covers in part (shared with the neighbouring entries) go through the reader's cache.
  */
 class PlaintextRangeStream extends Readable {
@@ -202,7 +211,7 @@ class PlaintextRangeStream extends Readable {
     private pos: number,
     private readonly end: number,
   ) {
-    super({ highWaterMark: CHUNK_SIZE });
+    super({ highWaterMark: RANGE_PIECE_SIZE });
   }
 
   override _read(): void {
@@ -243,6 +252,7 @@ class PlaintextRangeStream extends Readable {
     return Buffer.from(plaintext.subarray(this.pos - chunkStart, Math.min(plaintext.length, this.end - chunkStart)));
   }
 
+  /** Up to PIECE_CHUNKS whole chunks from `index` on (all of one batch), opened and joined into one buffer. */
   private async wholeChunk(index: number): Promise<Buffer> {
     if (this.batch === null || index >= this.batch.first + this.batch.count) {
       // Every chunk of the batch before has been opened (each into a new buffer): its buffer can go back.
@@ -250,9 +260,21 @@ class PlaintextRangeStream extends Readable {
       this.batch = this.next !== null && this.next.first === index ? this.next : this.startBatch(index);
       this.next = this.startBatch(this.batch!.first + this.batch!.count);
     }
-    const { first, sealed } = this.batch!;
-    const offset = (index - first) * SEALED_CHUNK_SIZE;
-    return this.reader.openMiddle(index, (await sealed).subarray(offset, offset + SEALED_CHUNK_SIZE));
+    const { first, count, sealed } = this.batch!;
+    const n = Math.min(PIECE_CHUNKS, first + count - index, this.reader.wholeChunksFrom(index, this.end));
+    const batch = await sealed;
+    const opened: Buffer[] = [];
+    for (let i = index; i < index + n; i++) {
+      const offset = (i - first) * SEALED_CHUNK_SIZE;
+      try {
+        opened.push(this.reader.openMiddle(i, batch.subarray(offset, offset + SEALED_CHUNK_SIZE)));
+      } catch (err) {
+        // The chunks before a damaged one are handed over; the next read() meets the damage again.
+        if (opened.length === 0) throw err;
+        break;
+      }
+    }
+    return opened.length === 1 ? opened[0] : Buffer.concat(opened);
   }
 
   /** Starts reading the whole chunks from `first` on, or returns null when there are none. */

@@ -47,16 +47,27 @@ function isSpace(b: number): boolean {
   return b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
 }
 
-/** Growable output buffer: rows are appended as byte slices without intermediate strings. */
+/**
+ * Growable output buffer: rows are appended as byte slices without intermediate strings. What is
+ * taken is a view of the buffer, and the next rows go into the space after it: a new buffer is
+ * allocated only when the rest is too small, not for every chunk (on a restore the chunks come as
+ * zlib and the decryptor hand them over, often much smaller than the buffer, and every buffer that
+ * waits for a collection is memory held and collection work).
+ */
 class Out {
-  buf = Buffer.allocUnsafe(256 * 1024);
+  buf = Buffer.allocUnsafe(OUT_SIZE);
+  /** Where the bytes not taken yet begin. */
+  start = 0;
   len = 0;
 
   ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
-    this.buf.copy(next, 0, 0, this.len);
+    const pending = this.len - this.start;
+    const next = Buffer.allocUnsafe(Math.max(OUT_SIZE, 2 * pending + n));
+    this.buf.copy(next, 0, this.start, this.len);
     this.buf = next;
+    this.start = 0;
+    this.len = pending;
   }
 
   byte(b: number): void {
@@ -83,14 +94,21 @@ class Out {
     this.slice(b, 0, b.length);
   }
 
-  /** Hands over what was written (no copy) and starts a new buffer. */
+  /** Bytes written since the last take. */
+  get pending(): number {
+    return this.len - this.start;
+  }
+
+  /** Hands over what was written since the last take (a view, no copy); later rows go after it. */
   take(): Buffer {
-    const out = this.buf.subarray(0, this.len);
-    this.buf = Buffer.allocUnsafe(Math.max(256 * 1024, this.len));
-    this.len = 0;
+    const out = this.buf.subarray(this.start, this.len);
+    this.start = this.len;
     return out;
   }
 }
+
+/** The converter's output buffers (a chunk of rows is at most a few hundred KiB). */
+const OUT_SIZE = 1024 * 1024;
 
 export class JsonlToCopy extends Transform {
   private readonly columnIndex = new Map<string, number>();
@@ -141,7 +159,7 @@ export class JsonlToCopy extends Transform {
         pos = nl + 1;
       }
       if (pos < data.length) this.rest.push(Buffer.from(data.subarray(pos)));
-      if (this.out.len > 0) this.push(this.out.take());
+      if (this.out.pending > 0) this.push(this.out.take());
       cb();
     } catch (err) {
       cb(this.rowFailure(err));
