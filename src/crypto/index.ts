@@ -19,7 +19,7 @@ export { createEncryptStream, encryptFile, type EncryptOptions } from './encrypt
 export { type OpenedHeader } from './decrypt';
 export { createDecryptStream } from './stream';
 export { encryptionFor, encryptionOf, recipientsOf, type Encryption, readEnvelope, SNIFF_BYTES } from './envelope';
-export { EncryptedFileReader, RANGE_PIECE_SIZE } from './random-access';
+export { EncryptedFileReader } from './random-access';
 export {
   AgeIdentity,
   AgeRecipient,

@@ -261,7 +261,8 @@ class PlaintextRangeStream extends Readable {
       this.next = this.startBatch(this.batch!.first + this.batch!.count);
     }
     const { first, count, sealed } = this.batch!;
-    const n = Math.min(PIECE_CHUNKS, first + count - index, this.reader.wholeChunksFrom(index, this.end));
+    // The batch holds only whole middle chunks of this range, so its end bounds the piece.
+    const n = Math.min(PIECE_CHUNKS, first + count - index);
     const batch = await sealed;
     const opened: Buffer[] = [];
     for (let i = index; i < index + n; i++) {

@@ -47,6 +47,9 @@ function isSpace(b: number): boolean {
   return b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
 }
 
+/** The converter's output buffers (a chunk of rows is at most a few hundred KiB). */
+const OUT_SIZE = 1024 * 1024;
+
 /**
  * Growable output buffer: rows are appended as byte slices without intermediate strings. What is
  * taken is a view of the buffer, and the next rows go into the space after it: a new buffer is
@@ -62,7 +65,7 @@ class Out {
 
   ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
-    const pending = this.len - this.start;
+    const pending = this.pending;
     const next = Buffer.allocUnsafe(Math.max(OUT_SIZE, 2 * pending + n));
     this.buf.copy(next, 0, this.start, this.len);
     this.buf = next;
@@ -106,9 +109,6 @@ class Out {
     return out;
   }
 }
-
-/** The converter's output buffers (a chunk of rows is at most a few hundred KiB). */
-const OUT_SIZE = 1024 * 1024;
 
 export class JsonlToCopy extends Transform {
   private readonly columnIndex = new Map<string, number>();

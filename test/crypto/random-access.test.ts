@@ -8,10 +8,10 @@ import {
   EncryptedFileReader,
   encryptFile,
   HEADER_SIZE,
-  RANGE_PIECE_SIZE,
   type KeySource,
   SEALED_CHUNK_SIZE,
 } from '../../src/crypto';
+import { RANGE_PIECE_SIZE } from '../../src/crypto/random-access';
 import {
   codeOf,
   decryptBuffer,
