@@ -220,6 +220,16 @@ describe('restore refuses bad archives and leaves everything unchanged', () => {
     await expectRefused(file, 'E_ARCHIVE_INVALID', /uploadedimages: manifest\.json says 2 files/);
   });
 
+  test('a source description that fails (the archive could not be hashed) fails the restore before the swap', async () => {
+    // As the CLI's hash would: it fails while the restore is under way.
+    const failing = new Promise<Record<string, unknown>>((_, reject) => setTimeout(() => reject(new Error('cannot read the archive to hash it: EIO')), 20));
+    failing.catch(() => undefined);
+    await expect(restoreFile(good, target.pool, targetDir, { source: failing })).rejects.toThrow('cannot read the archive to hash it: EIO');
+    expect(await fingerprint(target.pool)).toEqual(before);
+    expect(treeOf(targetDir)).toEqual(filesBefore);
+    expect(fs.readdirSync(targetDir).filter((n) => n.startsWith('.coffer'))).toEqual([]);
+  });
+
   test('the good archive still restores afterwards', async () => {
     await restoreFile(good, target.pool, targetDir);
     expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));

@@ -1,5 +1,5 @@
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
-import { crc32, createInflateRaw, inflateRawSync } from 'node:zlib';
+import { constants as zlibConstants, crc32, createInflateRaw, inflateRawSync } from 'node:zlib';
 import { CofferError, errorMessage, isCofferError, type ErrorCode } from '../core/errors';
 import type { RandomAccessSource } from '../core/types';
 import { ENTRY_DEFLATED, ENTRY_DIRECTORY, LOCAL_HEADER_FIXED_SIZE, LOCAL_HEADER_SIGNATURE, printableName, readCentralDirectory, unsafeEntry, type CentralDirectory } from './central-directory';
@@ -234,8 +234,12 @@ class HardenedZipArchive implements ZipArchive {
     const stored = this.source.createReadStream(start, start + this.dir.compressedSize[index]);
     if ((this.dir.flags[index] & ENTRY_DEFLATED) === 0) return stored;
     // zlib's default output chunk is 16 KiB: every chunk is a round trip from the threadpool to the
-    // main thread, and larger ones cut those sixteenfold.
-    return pipeline(stored, createInflateRaw({ chunkSize: INFLATE_CHUNK_SIZE }), () => undefined);
+    // main thread, and larger ones cut those sixteenfold. An entry declared smaller than a chunk gets
+    // one output buffer of its size and a byte (the inflater allocates one at once, whatever comes out;
+    // a 100 KiB upload need not cost 256 KiB). A declared size that lies is still caught by the checks
+    // the caller puts after this stream: the first byte past it fails the entry.
+    const chunkSize = Math.min(INFLATE_CHUNK_SIZE, Math.max(zlibConstants.Z_MIN_CHUNK, this.dir.uncompressedSize[index] + 1));
+    return pipeline(stored, createInflateRaw({ chunkSize }), () => undefined);
   }
 
   /**

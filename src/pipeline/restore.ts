@@ -61,8 +61,12 @@ export interface RestoreRequest {
   skipFiles?: boolean;
   skipDatabase?: boolean;
   force?: boolean;
-  /** Shown in backup_log (e.g. the archive's file name and sha256). */
-  source?: Record<string, unknown>;
+  /**
+   * Shown in backup_log (e.g. the archive's file name and sha256). It may still be being computed
+   * (the CLI hashes the archive file while the restore runs): it is awaited just before the swap, and
+   * if it fails, the restore fails with nothing changed.
+   */
+  source?: Record<string, unknown> | Promise<Record<string, unknown>>;
   /** Connections that load tables and build indexes side by side (default min(4, CPU cores)). */
   jobs?: number;
   onProgress?: (p: RestoreProgress) => void;
@@ -105,6 +109,10 @@ export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummar
   const progress: RestoreProgress = { phase: 'files', tablesDone: 0, tablesTotal: manifest.tables.length, rows: 0, files: 0, fileBytes: 0 };
   const report = () => req.onProgress?.({ ...progress });
 
+  const source = Promise.resolve(req.source);
+  // Observed here, so that a restore that fails before it needs the source reports its own error.
+  source.catch(() => undefined);
+
   const release = acquireRestoreLock(req.dataDir);
   let staged: StagedFiles | undefined;
   // Once the database has committed (or a files-only swap is journalled), the staged folders must be
@@ -125,7 +133,7 @@ export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummar
     }
     let rows = 0;
     if (!req.skipDatabase) {
-      rows = await restoreDatabase(req, id, manifest, unknown, staged, progress, report);
+      rows = await restoreDatabase(req, id, manifest, unknown, staged, progress, report, source);
       pastNoReturn = true;
     }
     if (staged) {
@@ -174,6 +182,7 @@ async function restoreDatabase(
   staged: StagedFiles | undefined,
   progress: RestoreProgress,
   report: () => void,
+  source: Promise<Record<string, unknown> | undefined>,
 ): Promise<number> {
   const pool = req.pool!;
   const jobs = connectionsFor(pool, req.jobs ?? defaultRestoreJobs());
@@ -210,6 +219,7 @@ async function restoreDatabase(
     });
     phase('migrated the staging schema to the latest level');
 
+    const shownSource = await source;
     // The one short transaction that touches the live schema: flush it, move the staging objects in.
     await coordinator.query('BEGIN');
     const hadAuditLog = await keepLiveAuditLog(coordinator);
@@ -218,7 +228,7 @@ async function restoreDatabase(
     if (hadAuditLog) await putBackLiveAuditLog(coordinator);
     await writeBackupLog(coordinator, 'restore', req.actor, {
       restore_id: id,
-      ...req.source,
+      ...shownSource,
       archive_started_at: manifest.started_at,
       tables: plan.length,
       rows,

@@ -110,6 +110,23 @@ describe('reading an entry enforces declared size and CRC-32', () => {
     await archive.close();
   });
 
+  test('an entry read as a stream gets output buffers no bigger than its declared size needs (and 256 KiB at most)', async () => {
+    const text = (n: number) => Buffer.from('coffer keeps every byte. '.repeat(Math.ceil(n / 25)).slice(0, n));
+    const mid = text(100_000);
+    const big = text(3_000_000);
+    const archive = await open(buildZip([deflated('uploadedfiles/mid', mid), deflated('uploadedfiles/big', big)]));
+    for (const [name, content, bound] of [['uploadedfiles/mid', mid, 100_001], ['uploadedfiles/big', big, 256 * 1024]] as const) {
+      const chunks: Buffer[] = [];
+      const stream = await archive.openEntry(name);
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      await collect(stream);
+      expect(Buffer.concat(chunks).equals(content)).toBe(true);
+      // The memory behind each piece the inflater handed over, not only the piece.
+      expect(Math.max(...chunks.map((c) => c.buffer.byteLength))).toBeLessThanOrEqual(bound);
+    }
+    await archive.close();
+  });
+
   test('a declared size larger than the data is E_ARCHIVE_INVALID', async () => {
     const archive = await open(buildZip([deflated('uploadedfiles/short', Buffer.from('hello'), { uncompressedSize: 6 })]));
     await expectCofferError(collect(await archive.openEntry('uploadedfiles/short')), 'E_ARCHIVE_INVALID', "'uploadedfiles/short'", 'fewer than the 6 declared');

@@ -66,6 +66,7 @@ export function registerRestore(program: Command): void {
           // One connection coordinates, `jobs` load beside it.
           const db = opts.skipDatabase ? undefined : await openDatabase(rt.config, rt.log, { url: databaseUrl, poolMax: Math.max(10, jobs + 1) });
           try {
+            const archiveBytes = fs.statSync(archivePath).size;
             const progress = new ProgressLine();
             const startedAt = Date.now();
             const summary = await restoreArchive({
@@ -78,8 +79,9 @@ export function registerRestore(program: Command): void {
               skipDatabase: opts.skipDatabase,
               force: opts.force,
               jobs,
-              // The sha256 of the archive as a file: it matches the backup_finished row of the backup it came from.
-              source: { archive: label, archive_bytes: fs.statSync(archivePath).size, archive_sha256: await sha256File(archivePath) },
+              // The sha256 of the archive as a file: it matches the backup_finished row of the backup it came
+              // from. Hashed while the restore runs: only the database's swap needs it, for its log row.
+              source: opts.skipDatabase ? undefined : sha256File(archivePath).then((sha256) => ({ archive: label, archive_bytes: archiveBytes, archive_sha256: sha256 })),
               onProgress: (p) => progress.update(describeProgress(p, startedAt)),
             });
             progress.done();
