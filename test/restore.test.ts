@@ -230,6 +230,22 @@ describe('restore refuses bad archives and leaves everything unchanged', () => {
     expect(fs.readdirSync(targetDir).filter((n) => n.startsWith('.coffer'))).toEqual([]);
   });
 
+  test('a source still being computed when the archive is refused is no unhandled rejection', async () => {
+    const file = await variant('newer-with-source.zip', (entries) => withManifest(entries, (m) => m.migrations.push('999_future')));
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      // No catch of its own, as the CLI passes it: the refusal comes before the source is needed.
+      const failing = new Promise<Record<string, unknown>>((_, reject) => setTimeout(() => reject(new Error('hash stopped')), 20));
+      await expect(restoreFile(file, target.pool, targetDir, { source: failing })).rejects.toMatchObject({ code: 'E_ARCHIVE_NEWER' });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   test('the good archive still restores afterwards', async () => {
     await restoreFile(good, target.pool, targetDir);
     expect(await fingerprint(target.pool, { comparable: true })).toEqual(await fingerprint(source.pool, { comparable: true }));

@@ -99,6 +99,10 @@ class CommitOutcomeUnknown extends CofferError {}
  * replaced in one transaction, and the staged folders are swapped in only after COMMIT.
  */
 export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummary> {
+  // Observed first, before any check can refuse the archive: a restore that fails before it needs the
+  // source reports its own error, and a source that fails later is no unhandled rejection.
+  const source = Promise.resolve(req.source);
+  source.catch(() => undefined);
   const started = Date.now();
   const id = `${new Date().toISOString()}-${randomBytes(4).toString('hex')}`;
   const { manifest } = req.archive;
@@ -108,10 +112,6 @@ export async function restoreArchive(req: RestoreRequest): Promise<RestoreSummar
   if (req.jobs !== undefined) checkRestoreJobs(req.jobs);
   const progress: RestoreProgress = { phase: 'files', tablesDone: 0, tablesTotal: manifest.tables.length, rows: 0, files: 0, fileBytes: 0 };
   const report = () => req.onProgress?.({ ...progress });
-
-  const source = Promise.resolve(req.source);
-  // Observed here, so that a restore that fails before it needs the source reports its own error.
-  source.catch(() => undefined);
 
   const release = acquireRestoreLock(req.dataDir);
   let staged: StagedFiles | undefined;

@@ -21,9 +21,9 @@ interface RestoreOptions extends KeyOptions, DatabaseUrlOptions {
   jobs?: string;
 }
 
-async function sha256File(file: string): Promise<string> {
+async function sha256File(file: string, signal: AbortSignal): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1024 * 1024, signal })) hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
 
@@ -65,6 +65,8 @@ export function registerRestore(program: Command): void {
           }
           // One connection coordinates, `jobs` load beside it.
           const db = opts.skipDatabase ? undefined : await openDatabase(rt.config, rt.log, { url: databaseUrl, poolMax: Math.max(10, jobs + 1) });
+          // Stops the archive's hash when the restore ends first (it failed): nothing waits for it then.
+          const hashing = new AbortController();
           try {
             const archiveBytes = fs.statSync(archivePath).size;
             const progress = new ProgressLine();
@@ -81,7 +83,7 @@ export function registerRestore(program: Command): void {
               jobs,
               // The sha256 of the archive as a file: it matches the backup_finished row of the backup it came
               // from. Hashed while the restore runs: only the database's swap needs it, for its log row.
-              source: opts.skipDatabase ? undefined : sha256File(archivePath).then((sha256) => ({ archive: label, archive_bytes: archiveBytes, archive_sha256: sha256 })),
+              source: opts.skipDatabase ? undefined : sha256File(archivePath, hashing.signal).then((sha256) => ({ archive: label, archive_bytes: archiveBytes, archive_sha256: sha256 })),
               onProgress: (p) => progress.update(describeProgress(p, startedAt)),
             });
             progress.done();
@@ -92,6 +94,7 @@ export function registerRestore(program: Command): void {
             print(`restored ${parts.join('; ')} in ${formatDuration(summary.durationMs / 1000)}`);
             if (summary.unknownMigrations.length) print(`warning: forced past unknown migrations ${summary.unknownMigrations.join(', ')}`);
           } finally {
+            hashing.abort();
             await db?.close();
           }
         } finally {
