@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './support/db';
 import { copyOutTable } from '../src/db/dump';
 import { listTables, type TableInfo } from '../src/db/introspect';
-import { canLoadDirect, createStage, loadTable, loadTableDirect } from '../src/db/load';
+import { attachKeys, buildIndex, canLoadDirect, createStage, dropForLoad, indexBuilds, loadTable, loadTableDirect } from '../src/db/load';
 import { JsonlToCopy } from '../src/db/jsonl-to-copy';
 
 async function dump(client: pg.PoolClient, table: TableInfo): Promise<Buffer> {
@@ -158,5 +158,110 @@ describe('loading JSONL rows', () => {
     const failed = new Promise((_r, reject) => t.on('error', reject));
     t.end(Buffer.from(input));
     await expect(failed).rejects.toMatchObject({ code: 'E_ARCHIVE_BAD_ROW', message: expect.stringMatching(message) });
+  });
+});
+
+describe('rebuilding keys and indexes after a load', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => db.drop());
+
+  /** Everything the rebuild must bring back as it was: constraints, their flags, and every index. */
+  async function catalog(schema: string): Promise<string[]> {
+    const res = await db.pool.query<{ d: string }>(
+      `SELECT conrelid::regclass::text || ' ' || conname || ' ' || contype::text || ' ' || pg_get_constraintdef(oid) || ' ' || condeferrable::text || condeferred::text || ' index ' || conindid::regclass::text AS d
+         FROM pg_constraint WHERE connamespace = $1::regnamespace AND contype <> 'n'
+       UNION ALL
+       SELECT pg_get_indexdef(x.indexrelid) || ' primary ' || x.indisprimary::text || ' immediate ' || x.indimmediate::text
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE i.relnamespace = $1::regnamespace
+       UNION ALL
+       SELECT attrelid::regclass::text || '.' || attname || ' not null ' || attnotnull::text FROM pg_attribute
+        WHERE attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = $1::regnamespace AND relkind IN ('r', 'p')) AND attnum > 0
+       ORDER BY 1`,
+      [schema],
+    );
+    return res.rows.map((r) => r.d);
+  }
+
+  test('every kind of key comes back as it was, with the index builds of a table run side by side on two connections', async () => {
+    await db.pool.query(`CREATE SCHEMA keys`);
+    await db.pool.query(`CREATE TABLE keys.t (
+      id int PRIMARY KEY WITH (fillfactor = 70), b int, c int, r int4range,
+      CONSTRAINT t_b_uniq UNIQUE NULLS NOT DISTINCT (b) INCLUDE (c),
+      CONSTRAINT t_c_uniq UNIQUE (c) DEFERRABLE INITIALLY DEFERRED,
+      CONSTRAINT t_c_later UNIQUE (c, b) DEFERRABLE,
+      CONSTRAINT t_r_excl EXCLUDE USING gist (r WITH &&))`);
+    await db.pool.query(`CREATE INDEX t_b_idx ON keys.t (b DESC) WHERE b > 10`);
+    await db.pool.query(`CREATE TABLE keys.u (id int, t_id int REFERENCES keys.t (id), PRIMARY KEY (id))`);
+    await db.pool.query(`CREATE TABLE keys.parted (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)`);
+    await db.pool.query(`CREATE TABLE keys.parted_2026 PARTITION OF keys.parted FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`);
+    await db.pool.query(`CREATE INDEX parted_at_idx ON keys.parted (at)`);
+    await db.pool.query(`INSERT INTO keys.t SELECT g, g, g, int4range(g, g + 1) FROM generate_series(1, 5000) g`);
+    await db.pool.query(`INSERT INTO keys.u SELECT g, g FROM generate_series(1, 100) g`);
+    await db.pool.query(`INSERT INTO keys.parted SELECT g, '2026-06-01' FROM generate_series(1, 100) g`);
+    const before = await catalog('keys');
+
+    const client = await db.pool.connect();
+    const other = await db.pool.connect();
+    try {
+      const dropped = await dropForLoad(client, 'keys');
+      // Primary keys and unique constraints of plain tables build as plain indexes; the rest are added whole.
+      expect(Object.fromEntries(dropped.keys.map((k) => [k.name, k.index !== null]))).toEqual({
+        t_pkey: true,
+        t_b_uniq: true,
+        t_c_uniq: true,
+        t_c_later: true,
+        t_r_excl: false,
+        u_pkey: true,
+        parted_pkey: false,
+      });
+      expect(await catalog('keys')).not.toEqual(before);
+      for (const table of ['t', 'u', 'parted']) {
+        const builds = indexBuilds(
+          dropped.keys.filter((k) => k.table === table),
+          dropped.indexes.filter((i) => i.table === table),
+        );
+        // Two connections, each in its own transaction, as restore runs them.
+        const queue = [...builds];
+        await Promise.all(
+          [client, other].map(async (c) => {
+            for (let b = queue.shift(); b; b = queue.shift()) {
+              await c.query('BEGIN');
+              await buildIndex(c, b);
+              await c.query('COMMIT');
+            }
+          }),
+        );
+        await attachKeys(client, dropped.keys.filter((k) => k.table === table));
+      }
+      for (const fk of dropped.foreignKeys) await client.query(`ALTER TABLE keys.${fk.table} ADD CONSTRAINT ${fk.name} ${fk.definition}`);
+    } finally {
+      client.release();
+      other.release();
+    }
+    expect(await catalog('keys')).toEqual(before);
+  });
+
+  test("a duplicate found by a key's index build is that key's violation, and so is one under a key added whole", async () => {
+    await db.pool.query(`CREATE SCHEMA dup`);
+    await db.pool.query(`CREATE TABLE dup.t (id int PRIMARY KEY, r int4range, EXCLUDE USING gist (r WITH &&))`);
+    const client = await db.pool.connect();
+    try {
+      const dropped = await dropForLoad(client, 'dup');
+      await client.query(`INSERT INTO dup.t VALUES (1, '[1,5)'), (1, '[3,8)')`);
+      const [build] = indexBuilds(dropped.keys, dropped.indexes);
+      await expect(buildIndex(client, build)).rejects.toMatchObject({
+        code: 'E_RESTORE_FAILED',
+        message: expect.stringMatching(/the restored data violates t_pkey on t: could not create unique index "t_pkey"/),
+      });
+      await expect(attachKeys(client, dropped.keys.filter((k) => k.index === null))).rejects.toMatchObject({
+        code: 'E_RESTORE_FAILED',
+        message: expect.stringMatching(/the restored data violates t_r_excl on t: could not create exclusion constraint/),
+      });
+    } finally {
+      client.release();
+    }
   });
 });

@@ -77,21 +77,43 @@ export interface DeferredIndex {
   definition: string;
 }
 
+/**
+ * A primary key, unique or exclusion constraint dropped for the load. A primary key or unique
+ * constraint of a plain table comes back in two steps, so that a table's index builds can run side by
+ * side on several connections, as pg_restore -j builds them: its index alone (`index`, CREATE UNIQUE
+ * INDEX, which locks the table SHARE like any other index build), then the constraint put on that index
+ * (attachKeys: ADD CONSTRAINT … USING INDEX, a change of the catalog only). The others (exclusion
+ * constraints, keys of partitioned tables and of partitions, where USING INDEX is not allowed, and
+ * keys whose index has a tablespace of its own) have no `index` and are added whole by attachKeys.
+ */
+export interface DeferredKey extends DeferredConstraint {
+  index: string | null;
+  indexName: string;
+  /** pg_constraint.contype: p, u or x. */
+  kind: string;
+  deferrable: boolean;
+  deferred: boolean;
+}
+
 export interface DroppedForLoad {
-  /** Primary keys, unique and exclusion constraints: rebuilt first. */
-  keys: DeferredConstraint[];
+  /** Primary keys, unique and exclusion constraints. */
+  keys: DeferredKey[];
   indexes: DeferredIndex[];
   /** Foreign keys: re-added last, which checks every row. */
   foreignKeys: DeferredConstraint[];
 }
 
-async function constraintsOf(client: pg.ClientBase, schema: string, types: string[]): Promise<DeferredConstraint[]> {
-  const res = await client.query<DeferredConstraint>(
+async function constraintsOf(client: pg.ClientBase, schema: string, types: string[]): Promise<DeferredKey[]> {
+  const res = await client.query<DeferredKey>(
     `SELECT c.conname AS name, t.relname AS table, n.nspname AS schema, pg_get_constraintdef(c.oid) AS definition,
-            rn.nspname AS "refSchema", r.relname AS "refTable"
+            rn.nspname AS "refSchema", r.relname AS "refTable", c.contype AS kind, c.condeferrable AS deferrable, c.condeferred AS deferred,
+            i.relname AS "indexName",
+            CASE WHEN c.contype IN ('p', 'u') AND t.relkind = 'r' AND NOT t.relispartition AND i.reltablespace = 0
+                 THEN pg_get_indexdef(c.conindid) END AS index
        FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
        LEFT JOIN pg_class r ON r.oid = c.confrelid LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
-      WHERE n.nspname = $1 AND c.contype = ANY($2)
+       LEFT JOIN pg_class i ON i.oid = c.conindid
+      WHERE n.nspname = $1 AND c.contype = ANY($2) AND c.conparentid = 0
       ORDER BY t.relname, c.conname`,
     [schema, types],
   );
@@ -102,6 +124,8 @@ async function constraintsOf(client: pg.ClientBase, schema: string, types: strin
  * Removes foreign keys, keys and secondary indexes before a bulk load, as pg_restore does: rows then
  * load in any order (cycles, self-references) into bare tables, and every index is built once, by a
  * sort, instead of row by row. Check and NOT NULL constraints stay, so bad values fail during the load.
+ * The keys, indexes and foreign keys that partitions inherit go with their partitioned table's and
+ * come back with it.
  */
 export async function dropForLoad(client: pg.ClientBase, schema: string): Promise<DroppedForLoad> {
   const foreignKeys = await constraintsOf(client, schema, ['f']);
@@ -109,9 +133,11 @@ export async function dropForLoad(client: pg.ClientBase, schema: string): Promis
   const keys = await constraintsOf(client, schema, ['p', 'u', 'x']);
   for (const k of keys) await client.query(`ALTER TABLE ${qualified(k.schema, k.table)} DROP CONSTRAINT ${ident(k.name)}`);
   const idx = await client.query<DeferredIndex>(
-    `SELECT t.relname AS table, i.relname AS name, pg_get_indexdef(i.oid) AS definition
+    // A partitioned table's index is shown ON ONLY the table; built without ONLY, it builds its partitions' too.
+    `SELECT t.relname AS table, i.relname AS name,
+            CASE WHEN t.relkind = 'p' THEN regexp_replace(pg_get_indexdef(i.oid), ' ON ONLY ', ' ON ') ELSE pg_get_indexdef(i.oid) END AS definition
        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = i.relnamespace
-      WHERE n.nspname = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+      WHERE n.nspname = $1 AND NOT i.relispartition AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
       ORDER BY i.relname`,
     [schema],
   );
@@ -119,25 +145,53 @@ export async function dropForLoad(client: pg.ClientBase, schema: string): Promis
   return { keys, indexes: idx.rows, foreignKeys };
 }
 
+/** One index build of a table: a key's index or a secondary index. */
+export interface IndexBuild {
+  table: string;
+  name: string;
+  statement: string;
+  /** A key's index: a failure is that key's violation. */
+  key: boolean;
+}
+
 /**
- * Rebuilds keys, then secondary indexes (what dropForLoad removed; addForeignKeys does the rest).
- * Building a primary key or unique index checks uniqueness and adding a foreign key checks every row
- * against it: this is where a restore proves the constraints hold. Restore gives one connection all of a table's keys and
- * indexes: ADD PRIMARY KEY takes an exclusive lock on its table, so different tables build side by side.
+ * The index builds that bring back a table's keys and indexes (what dropForLoad removed;
+ * addForeignKeys does the rest), keys' first. Each locks the table SHARE, so they can run side by side
+ * on different connections; once all have, attachKeys finishes the table. Building a primary key or
+ * unique index checks uniqueness and adding a foreign key checks every row against it: this is where
+ * a restore proves the constraints hold.
  */
-export async function rebuildKeysAndIndexes(client: pg.ClientBase, keys: DeferredConstraint[], indexes: DeferredIndex[]): Promise<void> {
+export function indexBuilds(keys: DeferredKey[], indexes: DeferredIndex[]): IndexBuild[] {
+  return [
+    ...keys.filter((k) => k.index !== null).map((k) => ({ table: k.table, name: k.name, statement: k.index!, key: true })),
+    ...indexes.map((i) => ({ table: i.table, name: i.name, statement: i.definition, key: false })),
+  ];
+}
+
+export async function buildIndex(client: pg.ClientBase, build: IndexBuild): Promise<void> {
+  try {
+    await client.query(build.statement);
+  } catch (err) {
+    const what = build.key ? `${build.name} on ${build.table}` : `index ${build.name}`;
+    throw new CofferError('E_RESTORE_FAILED', `the restored data violates ${what}: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+/**
+ * Puts a table's keys back once every one of its index builds is done: each primary key or unique
+ * constraint on the index built for it, each of the others whole. ADD CONSTRAINT locks the table
+ * ACCESS EXCLUSIVE, so nothing else may be working on the table then.
+ */
+export async function attachKeys(client: pg.ClientBase, keys: DeferredKey[]): Promise<void> {
   for (const k of keys) {
+    const clause =
+      k.index === null
+        ? k.definition
+        : `${k.kind === 'p' ? 'PRIMARY KEY' : 'UNIQUE'} USING INDEX ${ident(k.indexName)}${k.deferrable ? ' DEFERRABLE' : ''}${k.deferred ? ' INITIALLY DEFERRED' : ''}`;
     try {
-      await client.query(`ALTER TABLE ${qualified(k.schema, k.table)} ADD CONSTRAINT ${ident(k.name)} ${k.definition}`);
+      await client.query(`ALTER TABLE ${qualified(k.schema, k.table)} ADD CONSTRAINT ${ident(k.name)} ${clause}`);
     } catch (err) {
       throw new CofferError('E_RESTORE_FAILED', `the restored data violates ${k.name} on ${k.table}: ${errorMessage(err)}`, { cause: err });
-    }
-  }
-  for (const i of indexes) {
-    try {
-      await client.query(i.definition);
-    } catch (err) {
-      throw new CofferError('E_RESTORE_FAILED', `the restored data violates index ${i.name}: ${errorMessage(err)}`, { cause: err });
     }
   }
 }

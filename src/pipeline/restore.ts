@@ -8,22 +8,24 @@ import { keepLiveAuditLog, putBackLiveAuditLog, writeBackupLog, type Actor } fro
 import { listSequences, listTables, type TableInfo } from '../db/introspect';
 import {
   addForeignKeys,
+  attachKeys,
+  buildIndex,
   canLoadDirect,
   checkDeferredConstraints,
   createStage,
   dropForLoad,
   flushSchema,
+  indexBuilds,
   loadTable,
   loadTableDirect,
-  rebuildKeysAndIndexes,
   setSequence,
   truncateTables,
   type DeferredConstraint,
   type DroppedForLoad,
+  type IndexBuild,
 } from '../db/load';
 import { APP_SCHEMA, migrateInTransaction } from '../db/migrate';
 import {
-  cancelBackends,
   createStagingSchema,
   dropLeftoverStagingSchemas,
   dropStagingSchema,
@@ -46,6 +48,7 @@ import {
 import { archiveLevel, migrationLevelProblem, planTables, refuse, schemaForArchive, sequenceProblems, type TablePlan } from './archive-plan';
 import { Meter, through } from './meter';
 import { checkMigrationsKnown, type OpenedArchive } from './open-archive';
+import { inParallel } from './parallel';
 
 export interface RestoreProgress extends ProgressCounts {
   phase: 'files' | 'database' | 'constraints' | 'swap';
@@ -352,7 +355,7 @@ function biggestFirst(plan: TablePlan[]): TablePlan[] {
   return [...plan].sort((a, b) => b.entry.bytes - a.entry.bytes || a.entry.name.localeCompare(b.entry.name));
 }
 
-type Task = { load: TablePlan } | { rebuild: string } | { foreignKey: DeferredConstraint };
+type Task = { load: TablePlan } | { index: IndexBuild } | { attach: string } | { foreignKey: DeferredConstraint };
 
 /** The tables a foreign key locks (SHARE ROW EXCLUSIVE): its own and the one it references. */
 function foreignKeyTables(fk: DeferredConstraint): string[] {
@@ -362,8 +365,11 @@ function foreignKeyTables(fk: DeferredConstraint): string[] {
 
 /**
  * Loads the tables over `jobs` connections, biggest first, and rebuilds each table's keys and indexes
- * (all of one table on one connection: ADD PRIMARY KEY locks its table exclusively) as soon as it is
- * loaded, ahead of the loads still waiting: the index builds of the small tables overlap the big load.
+ * as soon as it is loaded, ahead of the loads still waiting: the index builds of the small tables
+ * overlap the big load. A table's index builds are separate tasks, so the free connections build the
+ * indexes of the last big table side by side instead of one connection building them one after the
+ * other while the rest wait; the connection that finishes the last of them puts the table's keys on
+ * their indexes (ADD CONSTRAINT … USING INDEX locks the table exclusively, but only for a moment).
  * A foreign key is added as soon as both of its tables are loaded and rebuilt, on whichever
  * connection is free, so the checks of the finished tables overlap the last load and index builds
  * instead of running one after the other at the end; two foreign keys that share a table never run
@@ -380,10 +386,18 @@ async function loadAndRebuild(
   progress: RestoreProgress,
   report: () => void,
 ): Promise<number> {
+  const keysOf = (table: string) => dropped.keys.filter((k) => k.schema === stage && k.table === table);
   const rebuild = new Set([...dropped.keys.filter((k) => k.schema === stage).map((k) => k.table), ...dropped.indexes.map((i) => i.table)]);
+  // A table's index builds still to finish; the last one to finish attaches its keys.
+  const buildsLeft = new Map<string, number>();
+  const rebuildTasks = (table: string): Task[] => {
+    const builds = indexBuilds(keysOf(table), dropped.indexes.filter((i) => i.table === table));
+    buildsLeft.set(table, builds.length);
+    return builds.length ? builds.map((b) => ({ index: b })) : [{ attach: table }];
+  };
   const loaded = new Set(plan.map((p) => p.table.name));
   // Tables that get no rows (never backed up, or restored empty) can be rebuilt at any time: last.
-  const tasks: Task[] = [...biggestFirst(plan).map((p) => ({ load: p })), ...[...rebuild].filter((t) => !loaded.has(t)).sort().map((t) => ({ rebuild: t }))];
+  const tasks: Task[] = [...biggestFirst(plan).map((p) => ({ load: p })), ...[...rebuild].filter((t) => !loaded.has(t)).sort().flatMap(rebuildTasks)];
   // A staging table is finished once its load and its rebuild are done: then its foreign keys can go.
   const unfinished = new Map<string, number>();
   for (const t of [...loaded, ...rebuild]) unfinished.set(`${stage}.${t}`, (unfinished.get(`${stage}.${t}`) ?? 0) + 1);
@@ -406,6 +420,20 @@ async function loadAndRebuild(
     queue.findIndex((t) => !('foreignKey' in t) || foreignKeyTables(t.foreignKey).every((name) => !keyLocks.has(name)));
   // Index builds sort in memory up to this; the connections building side by side share the budget.
   const memory = Math.min(256, Math.max(64, Math.floor(512 / jobs)));
+  // The staging work commits without waiting for its WAL to reach the disk: the swap's COMMIT, which
+  // does wait, flushes all of it first (WAL is written in order), and a crash before then leaves only a
+  // staging schema, which the next restore drops. One wait saved per task; many tasks are small.
+  const staged = (client: pg.PoolClient, fn: () => Promise<unknown>) =>
+    inTransaction(client, async () => {
+      await client.query(`SET LOCAL synchronous_commit = off; SET LOCAL maintenance_work_mem = '${memory}MB'`);
+      await fn();
+    });
+  const attach = async (client: pg.PoolClient, table: string, queue: Task[]) => {
+    const keys = keysOf(table);
+    // A key added whole (an exclusion constraint) builds its index here.
+    if (keys.length) await staged(client, () => attachKeys(client, keys));
+    finished(table, queue);
+  };
 
   let rowsDone = 0;
   const loading = new Set<Meter>();
@@ -425,22 +453,22 @@ async function loadAndRebuild(
         const tables = foreignKeyTables(task.foreignKey);
         for (const t of tables) keyLocks.add(t);
         try {
-          await inTransaction(client, () => addForeignKeys(client, [task.foreignKey]));
+          await staged(client, () => addForeignKeys(client, [task.foreignKey]));
         } finally {
           for (const t of tables) keyLocks.delete(t);
         }
         return;
       }
-      if ('rebuild' in task) {
-        await inTransaction(client, async () => {
-          await client.query(`SET LOCAL maintenance_work_mem = '${memory}MB'`);
-          await rebuildKeysAndIndexes(
-            client,
-            dropped.keys.filter((k) => k.schema === stage && k.table === task.rebuild),
-            dropped.indexes.filter((i) => i.table === task.rebuild),
-          );
-        });
-        finished(task.rebuild, queue);
+      if ('index' in task) {
+        const { table } = task.index;
+        await staged(client, () => buildIndex(client, task.index));
+        const left = buildsLeft.get(table)! - 1;
+        buildsLeft.set(table, left);
+        if (left === 0) await attach(client, table, queue);
+        return;
+      }
+      if ('attach' in task) {
+        await attach(client, task.attach, queue);
         return;
       }
       const { entry, table } = task.load;
@@ -449,7 +477,7 @@ async function loadAndRebuild(
       loading.add(meter);
       report();
       try {
-        await inTransaction(client, async () => {
+        await staged(client, async () => {
           if (!canLoadDirect(table)) await createStage(client);
           await loadEntry(req, client, entry, table, meter);
         });
@@ -465,7 +493,7 @@ async function loadAndRebuild(
         progress.table = undefined;
         report();
       }
-      if (rebuild.has(table.name)) queue.unshift({ rebuild: table.name });
+      if (rebuild.has(table.name)) queue.unshift(...rebuildTasks(table.name));
       finished(table.name, queue);
     });
   } finally {
@@ -479,61 +507,6 @@ async function loadAndRebuild(
     report();
   }
   return rowsDone;
-}
-
-/**
- * Runs work(item) for every item over up to `jobs` pooled connections (work may queue more). Each
- * connection takes the first item pick() allows (-1: none now); one that finds none stops, and the
- * items left are run by the connections whose work held them back. The first failure stops the
- * rest: no new item starts, and the statements still running are cancelled (through the coordinator),
- * so the caller can drop the staging schema at once. Resolves when every connection is back.
- */
-async function inParallel<T>(
-  pool: pg.Pool,
-  coordinator: pg.PoolClient,
-  jobs: number,
-  items: T[],
-  pick: (queue: T[]) => number,
-  work: (client: pg.PoolClient, item: T, queue: T[]) => Promise<void>,
-): Promise<void> {
-  const queue = [...items];
-  const busy = new Set<number>();
-  let failure: { err: unknown } | undefined;
-  const fail = async (err: unknown) => {
-    if (failure) return;
-    failure = { err };
-    await cancelBackends(coordinator, [...busy]).catch(() => undefined);
-  };
-  const worker = async () => {
-    let client: pg.PoolClient | undefined;
-    let broken = false;
-    try {
-      client = await pool.connect();
-      const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-      const next = () => {
-        const i = pick(queue);
-        return i < 0 ? undefined : queue.splice(i, 1)[0];
-      };
-      for (let item = next(); item !== undefined && !failure; item = next()) {
-        busy.add(pid);
-        try {
-          await work(client, item, queue);
-          busy.delete(pid);
-        } catch (err) {
-          broken = true;
-          busy.delete(pid);
-          await fail(err);
-        }
-      }
-    } catch (err) {
-      broken = true;
-      await fail(err);
-    } finally {
-      client?.release(broken);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, items.length)) }, worker));
-  if (failure) throw failure.err;
 }
 
 /**
