@@ -56,6 +56,8 @@ export async function inParallel<T>(
           await work(client, item, queue);
         } catch (err) {
           broken = true;
+          // Only the others' statements are cancelled; this one has already failed.
+          busy.delete(pid);
           await fail(err);
         } finally {
           running--;
