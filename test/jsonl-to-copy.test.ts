@@ -148,6 +148,63 @@ describe('JSONL to COPY: the one-pass reader and the general reader agree', () =
     expect(errors).toBeLessThan(3900);
   });
 
+  test('both refuse what a JSON reader refuses in a string, and text that is not UTF-8, with the same error', async () => {
+    const base = { id: 1, title: 'x', score: 2, ok: true, data: null, extra: null, tags: null, 'note "q"': null };
+    const line = (column: string, json: string) => JSON.stringify({ ...base, [column]: '\u0001' }).replace('"\\u0001"', json);
+    const cases: [string, RegExp][] = [
+      [line('title', '"a\tb"'), /unescaped control character in a string/],
+      [line('title', '"a\rb"'), /unescaped control character in a string/],
+      [line('note "q"', '"\u0000"'), /unescaped control character in a string/],
+      [line('data', '{"k":"a\tb"}'), /unescaped control character in a string/],
+      [line('extra', '["a\u001fb"]'), /unescaped control character in a string/],
+      [line('tags', '["a\tb"]'), /unescaped control character in a string/],
+      [line('tags', '["a\\qb"]'), /invalid escape in string/],
+      [line('tags', '["a\\u0000b"]'), /\\u0000 cannot be stored/],
+      [line('tags', '["a\\ud800b"]'), /unpaired surrogate/],
+      [line('tags', '["a\\udc00"]'), /unpaired surrogate/],
+      ['{"id":1,"ti\\qtle":"x"}', /invalid escape in string/],
+    ];
+    for (const [text, message] of cases) {
+      const fast = await convert(text, true);
+      expect({ text, ...fast }).toEqual({ text, error: expect.stringMatching(message) });
+      expect(await convert(text, false)).toEqual(fast);
+    }
+    // Escaped, the same characters are text like any other.
+    expect(await convert(line('tags', '["a\\tb\\u0001","\\u00e9\\ud83d\\ude00"]'), true)).toEqual({ text: '1\tx\t2\tt\tnull\t\\N\t{"a\\tb\x01","é😀"}\t\\N\n' });
+  });
+
+  test('text that is not UTF-8 is refused on its line, wherever the chunks of the entry end', async () => {
+    const good = Buffer.from('{"id":1,"title":"é"}\n');
+    const bad = Buffer.concat([Buffer.from('{"id":2,"title":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}\n')]);
+    // An encoded surrogate (ED A0 80) is not UTF-8 either, as PostgreSQL holds.
+    const surrogate = Buffer.concat([Buffer.from('{"id":3,"title":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}\n')]);
+    for (const [badLine, lineNo] of [[bad, 3], [surrogate, 2]] as const) {
+      const input = lineNo === 3 ? Buffer.concat([good, good, badLine, good]) : Buffer.concat([good, badLine, good]);
+      for (let cut = 0; cut <= input.length; cut += 3) {
+        for (const fast of [true, false]) {
+          const t = new JsonlToCopy(columns, 'db/t.jsonl', fast);
+          t.resume();
+          const failed = new Promise<Error | undefined>((resolve) => t.on('error', resolve).on('end', () => resolve(undefined)));
+          t.write(input.subarray(0, cut));
+          t.end(input.subarray(cut));
+          expect((await failed)?.message).toBe(`db/t.jsonl: line ${lineNo} is not a valid row: not valid UTF-8`);
+        }
+      }
+    }
+    // Valid multibyte characters split between chunks at every byte are not refused.
+    const text = Buffer.from('{"id":1,"title":"中文😀é"}\n');
+    for (let cut = 0; cut <= text.length; cut++) {
+      const t = new JsonlToCopy(columns, 'db/t.jsonl');
+      const out: Buffer[] = [];
+      t.on('data', (d: Buffer) => out.push(d));
+      const done = new Promise((resolve, reject) => t.on('end', resolve).on('error', reject));
+      t.write(text.subarray(0, cut));
+      t.end(text.subarray(cut));
+      await done;
+      expect(Buffer.concat(out).toString()).toBe('1\t中文😀é\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n');
+    }
+  });
+
   test('the one pass writes what the general reader writes for the escapes they share', async () => {
     const line = '{"id":1,"title":"a\\"b\\\\c\\/d\\n\\t\\r\\b\\f","score":-2.5E-3,"ok":false,"data":{"k":["\\\\",null]},"extra":null,"tags":null,"note \\"q\\"":"x"}';
     expect(await handedOver([line])).toBe(0);

@@ -329,6 +329,25 @@ describe('the refusal corpus: verify refuses exactly what restore refuses', () =
     ['an unterminated string', editLine('notes', 0, (l) => l.slice(0, l.indexOf('"title":"') + 12)), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: unterminated string/],
     ['an invalid escape', setValue('notes', 'title', '"a\\qb"'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: invalid escape in string/],
     ['an invalid \\u escape', setValue('notes', 'title', '"\\u12g4"'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: invalid \\u escape/],
+    // JSON refuses a raw control character in a string: in COPY text a raw tab would split the field,
+    // and any other would be stored from a line no JSON reader accepts.
+    ['a raw tab in a text value', setValue('notes', 'title', '"a\tb"'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: unescaped control character in a string/],
+    ['a raw control character in a text value', setValue('notes', 'body', '"a\u0001b"'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: unescaped control character in a string/],
+    ['a raw tab in a string of a jsonb value', setValue('projects', 'settings', '{"k":"a\tb"}'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: unescaped control character in a string/],
+    [
+      'text that is not UTF-8',
+      (entries) => {
+        const data = entries.find((e) => e.name === 'db/public.notes.jsonl')!.data;
+        const at = data.indexOf('"title":"') + '"title":"'.length;
+        return replaceTableEntry(entries, 'notes', Buffer.concat([data.subarray(0, at), Buffer.from([0xff]), data.subarray(at)]));
+      },
+      'E_ARCHIVE_BAD_ROW',
+      /line 1 is not a valid row: not valid UTF-8/,
+    ],
+    // An array column's elements get the checks a text value gets.
+    ['an invalid escape in an array element', setValue('projects', 'tags', '["a\\qb"]'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: invalid escape in string/],
+    ['\\u0000 in an array element', setValue('projects', 'tags', '["a\\u0000b"]'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: \\u0000 cannot be stored in PostgreSQL text/],
+    ['a lone surrogate in an array element', setValue('projects', 'tags', '["a\\ud800b"]'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: unpaired surrogate/],
     ['an invalid literal', setValue('notes', 'position', 'tru'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: invalid value "tru"/],
     ['an object in a scalar column', setValue('notes', 'body', '{"a":1}'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: column body: unexpected object/],
     ['an array in a scalar column', setValue('notes', 'title', '["a"]'), 'E_ARCHIVE_BAD_ROW', /line 1 is not a valid row: column title: unexpected array/],

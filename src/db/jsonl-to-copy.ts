@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { Transform, type TransformCallback } from 'node:stream';
 import { CofferError } from '../core/errors';
 import type { TableInfo } from './introspect';
@@ -151,11 +152,15 @@ export class JsonlToCopy extends Transform {
         this.rest.push(data.subarray(0, nl));
         const line = Buffer.concat(this.rest);
         this.rest = [];
-        this.row(line, 0, line.length);
+        this.row(line, 0, line.length, true);
         pos = nl + 1;
       }
+      // The whole lines of the chunk are checked as UTF-8 at once (a newline byte is never inside a
+      // multibyte character); only when that fails is each line checked, to name the first bad one.
+      const last = data.lastIndexOf(NEWLINE);
+      const eachLine = last > pos && !isUtf8(data.subarray(pos, last));
       for (let nl = data.indexOf(NEWLINE, pos); nl !== -1; nl = data.indexOf(NEWLINE, pos)) {
-        this.row(data, pos, nl);
+        this.row(data, pos, nl, eachLine);
         pos = nl + 1;
       }
       if (pos < data.length) this.rest.push(Buffer.from(data.subarray(pos)));
@@ -178,9 +183,13 @@ export class JsonlToCopy extends Transform {
     return err as Error;
   }
 
-  /** One line → one COPY row (fields in column order, missing keys as NULL). */
-  private row(buf: Buffer, start: number, end: number): void {
+  /**
+   * One line → one COPY row (fields in column order, missing keys as NULL). The text must be UTF-8,
+   * as JSON requires: PostgreSQL would refuse anything else, and only after the load had begun.
+   */
+  private row(buf: Buffer, start: number, end: number, checkUtf8: boolean): void {
     this.lineNo++;
+    if (checkUtf8 && !isUtf8(buf.subarray(start, end))) throw new RowError('not valid UTF-8');
     if (this.fast && this.canonicalRow(buf, start, end)) return;
     this.anyRow(buf, start, end);
   }
@@ -337,7 +346,7 @@ export class JsonlToCopy extends Transform {
         } else {
           keyEnd = stringEnd(buf, p, end);
           const raw = buf.toString('utf8', p + 1, keyEnd - 1);
-          const key = raw.includes('\\') ? (JSON.parse(buf.toString('utf8', p, keyEnd)) as string) : raw;
+          const key = raw.includes('\\') ? jsonStringText(buf, p, keyEnd) : raw;
           col = this.columnIndex.get(key);
           if (col === undefined) throw new RowError(`unknown column ${JSON.stringify(key)}`);
         }
@@ -403,7 +412,11 @@ function skip(buf: Buffer, p: number, end: number): number {
   return p;
 }
 
-/** Index just past the closing quote of the string starting at p (buf[p] is the opening quote). */
+/**
+ * Index just past the closing quote of the string starting at p (buf[p] is the opening quote). A raw
+ * control character inside is refused, as JSON and PostgreSQL's JSON parser refuse it: in COPY text a
+ * raw tab would split the field, and json/jsonb would refuse the value on the server.
+ */
 function stringEnd(buf: Buffer, p: number, end: number): number {
   let q = p + 1;
   for (;;) {
@@ -411,7 +424,10 @@ function stringEnd(buf: Buffer, p: number, end: number): number {
     if (i === -1 || i >= end) throw new RowError('unterminated string');
     let backslashes = 0;
     for (let k = i - 1; k > p && buf[k] === BACKSLASH; k--) backslashes++;
-    if (backslashes % 2 === 0) return i + 1;
+    if (backslashes % 2 === 0) {
+      for (let k = p + 1; k < i; k++) if (buf[k] < 0x20) throw new RowError('unescaped control character in a string');
+      return i + 1;
+    }
     q = i + 1;
   }
 }
@@ -532,6 +548,48 @@ function nextBackslash(buf: Buffer, from: number, e: number): number {
 const SAME_IN_COPY = new Uint8Array(256);
 for (const c of [BACKSLASH, 0x62, 0x66, 0x6e, 0x72, 0x74]) SAME_IN_COPY[c] = 1;
 
+/** Where the escape `unicodeEscape` read last ends (a scratch value, to return two numbers without allocating). */
+let escapeEnd = 0;
+
+/**
+ * The code point of the \u escape at buf[i] (a surrogate pair is read as one), ending at `escapeEnd`;
+ * or the error restore gives for it: a lone surrogate and \u0000, as PostgreSQL refuses them in text.
+ */
+function unicodeEscape(buf: Buffer, i: number, e: number): number {
+  let cp = hex4(buf, i + 2, e);
+  let next = i + 6;
+  if (cp >= 0xdc00 && cp <= 0xdfff) throw new RowError('unpaired surrogate in \\u escape');
+  if (cp >= 0xd800 && cp <= 0xdbff) {
+    // A high surrogate must be followed by a low one, as PostgreSQL's JSON parser requires.
+    const lo = buf[next] === BACKSLASH && buf[next + 1] === 0x75 ? hex4(buf, next + 2, e) : -1;
+    if (lo < 0xdc00 || lo > 0xdfff) throw new RowError('unpaired surrogate in \\u escape');
+    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+    next += 6;
+  }
+  if (cp === 0) throw new RowError('\\u0000 cannot be stored in PostgreSQL text');
+  escapeEnd = next;
+  return cp;
+}
+
+/**
+ * The text of the JSON string buf[s, e) (its quotes included), with the checks a text field gets:
+ * every escape valid, no lone surrogate, no \u0000 (raw control characters are refused by `stringEnd`).
+ */
+function jsonStringText(buf: Buffer, s: number, e: number): string {
+  for (let i = nextBackslash(buf, s + 1, e - 1); i < e - 1; ) {
+    const c = buf[i + 1];
+    let next = i + 2;
+    if (c === 0x75 /* u */) {
+      unicodeEscape(buf, i, e - 1);
+      next = escapeEnd;
+    } else if (SAME_IN_COPY[c] !== 1 && c !== QUOTE && c !== 0x2f /* / */) {
+      throw new RowError('invalid escape in string');
+    }
+    i = nextBackslash(buf, next, e - 1);
+  }
+  return JSON.parse(buf.toString('utf8', s, e)) as string;
+}
+
 /** The content of a JSON string (between the quotes) as a COPY text field. */
 function stringToCopy(out: Out, buf: Buffer, s: number, e: number): void {
   let from = s;
@@ -547,17 +605,8 @@ function stringToCopy(out: Out, buf: Buffer, s: number, e: number): void {
       out.byte(c);
       from = i + 2;
     } else if (c === 0x75 /* u */) {
-      let cp = hex4(buf, i + 2, e);
-      let next = i + 6;
-      if (cp >= 0xdc00 && cp <= 0xdfff) throw new RowError('unpaired surrogate in \\u escape');
-      if (cp >= 0xd800 && cp <= 0xdbff) {
-        // A high surrogate must be followed by a low one, as PostgreSQL's JSON parser requires.
-        const lo = buf[next] === BACKSLASH && buf[next + 1] === 0x75 ? hex4(buf, next + 2, e) : -1;
-        if (lo < 0xdc00 || lo > 0xdfff) throw new RowError('unpaired surrogate in \\u escape');
-        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        next += 6;
-      }
-      if (cp === 0) throw new RowError('\\u0000 cannot be stored in PostgreSQL text');
+      const cp = unicodeEscape(buf, i, e);
+      const next = escapeEnd;
       if (cp < 0x20 || cp === 0x7f || cp === BACKSLASH) {
         // Control characters and the backslash as COPY hex escapes: written raw, a backslash would
         // escape whatever follows it in the COPY text.
@@ -604,7 +653,7 @@ function arrayAt(buf: Buffer, p: { i: number }, end: number): string {
     } else {
       const ve = valueEndAt(buf, p.i, end);
       if (b === QUOTE) {
-        const text = JSON.parse(buf.toString('utf8', p.i, ve)) as string;
+        const text = jsonStringText(buf, p.i, ve);
         parts.push('"' + text.replace(/[\\"]/g, (m) => '\\' + m) + '"');
       } else {
         const word = buf.toString('latin1', p.i, ve);
