@@ -142,7 +142,6 @@ export class JsonlToCopy extends Transform {
     columns.forEach((c, i) => this.columnIndex.set(c.name, i));
     this.keys = columns.map((c) => Buffer.from(JSON.stringify(c.name), 'utf8'));
     this.starts = new Int32Array(columns.length);
-
     this.ends = new Int32Array(columns.length);
   }
 
